@@ -1,0 +1,1 @@
+//! `switchyard bench`: a WebSocket load tool.

@@ -1,0 +1,4 @@
+//! Switchyard: a WebSocket-aware reverse proxy.
+
+pub mod bench;
+pub mod demo;
