@@ -1,4 +1,48 @@
 //! Switchyard: a WebSocket-aware reverse proxy.
+//!
+//! It terminates TLS, routes requests by a TOML route file, relays WebSocket
+//! upgrades and then splices the two byte streams, serves static files, and
+//! reloads its routes on SIGHUP without dropping a connection.
+//!
+//! # Layout
+//!
+//! Read top-down, a request meets the modules in this order:
+//!
+//! - [`config`]: the route file, parsed ([`config`]`::raw`) then checked
+//!   ([`config`]`::validate`) into a [`config::Config`] with `FILE:LINE:COL`
+//!   errors.
+//! - [`lifecycle`]: start, SIGHUP reload, SIGTERM drain; owns the sockets.
+//! - [`state`]: what connections share; the swappable configuration
+//!   [`state::Generation`].
+//! - [`server`]: accept loops, TLS handshakes ([`tls`]), HTTP/1.1 connections.
+//! - [`router`]: host and longest-prefix matching, pure.
+//! - [`proxy`]: one request: checks, forwarding, the header policy
+//!   ([`proxy::headers`]), pooled upstream clients ([`proxy::client`]).
+//! - [`upgrade`] and [`tunnel`]: the WebSocket handshake relay, then the
+//!   byte splice with idle timeout and counters.
+//! - [`static_files`]: `root` routes.
+//! - [`body`], [`access`], [`error`]: bodies, the access log, error responses.
+//! - [`metrics`] and [`admin`]: Prometheus series and the admin listener.
+//! - [`telemetry`]: log set-up.
+//! - [`demo`]: the built-in chat room demo; [`bench`]: the load tool.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod access;
+pub mod admin;
 pub mod bench;
+pub mod body;
+pub mod config;
 pub mod demo;
+pub mod error;
+pub mod lifecycle;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod static_files;
+pub mod telemetry;
+pub mod tls;
+pub mod tunnel;
+pub mod upgrade;

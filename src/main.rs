@@ -1,1 +1,105 @@
-fn main() {}
+//! The `switchyard` command line. Everything else lives in the library.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use switchyard::config::{Config, LogFormat};
+
+/// A WebSocket-aware reverse proxy.
+#[derive(Parser)]
+#[command(name = "switchyard", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the route file until SIGTERM/SIGINT; SIGHUP reloads it.
+    Run {
+        /// The route file.
+        #[arg(short = 'c', long = "config", default_value = "switchyard.toml")]
+        config: PathBuf,
+    },
+    /// Check a route file like `nginx -t`: exit 0 if valid, 1 if not.
+    Validate {
+        /// The route file.
+        #[arg(short = 'c', long = "config", default_value = "switchyard.toml")]
+        config: PathBuf,
+    },
+    /// The built-in demo: a chat room behind the proxy, no files needed.
+    Demo {
+        /// Port for http:// and ws:// (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Port for https:// and wss:// (0 picks a free one).
+        #[arg(long, default_value_t = 8443)]
+        tls_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match Config::load(&config) {
+            Ok(loaded) => {
+                println!(
+                    "{}: ok ({} listeners, {} upstreams, {} routes)",
+                    config.display(),
+                    loaded.listeners.len(),
+                    loaded.upstreams.len(),
+                    loaded.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(config) => config,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            switchyard::telemetry::init(config.server.log_format);
+            block_on(async {
+                switchyard::lifecycle::run(config)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        Command::Demo { port, tls_port } => {
+            switchyard::telemetry::init(LogFormat::Text);
+            block_on(async {
+                switchyard::demo::run(port, tls_port)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+    }
+}
+
+/// Run `job` on a multi-threaded runtime; report its error and exit 1.
+fn block_on(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

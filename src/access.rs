@@ -1,0 +1,139 @@
+//! The access log and per-request metrics: one event per finished request.
+//!
+//! A [`Record`] is opened when a request arrives and closed when its response
+//! body is done (see [`crate::body::ResponseBody`]). Closing it counts the
+//! request in the route's metrics and writes one `access` event with method,
+//! host, path, status, bytes, duration, route and upstream server. A response
+//! the proxy made itself (404, 502, …) writes that same single line at the
+//! error's level, with its cause. Silence routine lines with
+//! `RUST_LOG=info,access=off`: error lines then still appear, under the
+//! `switchyard::proxy` target.
+
+use crate::error::ProxyError;
+use crate::metrics::RouteStats;
+use http::{HeaderValue, Method, StatusCode, Uri};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Level;
+
+/// An open request, waiting for its response to finish.
+pub struct Record {
+    started: Instant,
+    status: StatusCode,
+    stats: Arc<RouteStats>,
+    request: Box<RequestInfo>,
+}
+
+/// What the access event says besides status, bytes and duration. Every
+/// field is a cheap reference-counted copy of the request's own.
+pub struct RequestInfo {
+    pub method: Method,
+    pub uri: Uri,
+    pub host: Option<HeaderValue>,
+    pub upstream: Option<String>,
+    /// The error behind a response the proxy made itself.
+    pub error: Option<(Level, String)>,
+    /// What cut the response body short, if anything did.
+    pub body_error: Option<String>,
+}
+
+impl RequestInfo {
+    pub fn new(method: Method, uri: Uri, host: Option<HeaderValue>) -> Box<RequestInfo> {
+        Box::new(RequestInfo {
+            method,
+            uri,
+            host,
+            upstream: None,
+            error: None,
+            body_error: None,
+        })
+    }
+
+    pub fn set_error(&mut self, error: &ProxyError) {
+        self.error = Some((error.level(), error.to_string()));
+    }
+}
+
+impl Record {
+    pub fn new(
+        started: Instant,
+        status: StatusCode,
+        stats: Arc<RouteStats>,
+        request: Box<RequestInfo>,
+    ) -> Record {
+        Record {
+            started,
+            status,
+            stats,
+            request,
+        }
+    }
+
+    pub fn body_error(&mut self, error: String) {
+        self.request.body_error = Some(error);
+    }
+
+    /// Close the record after `bytes` of body were sent (`complete`: all of
+    /// it).
+    pub fn finish(self, bytes: u64, complete: bool) {
+        let elapsed = self.started.elapsed();
+        self.stats.request_done(self.status, elapsed);
+        let access_on = tracing::enabled!(target: "access", Level::INFO);
+        let request = &*self.request;
+        let (level, message, error) = match (&request.error, &request.body_error) {
+            (Some((level, error)), _) => (*level, "request failed", Some(error.as_str())),
+            (None, Some(error)) => (Level::WARN, "response cut short", Some(error.as_str())),
+            (None, None) if !complete => (
+                Level::INFO,
+                "response cut short",
+                Some("client went away before the response was complete"),
+            ),
+            (None, None) => (Level::INFO, "request", None),
+        };
+        if !access_on && error.is_none() {
+            return;
+        }
+        let host = request
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("-");
+        let path = request.uri.path();
+        let status = self.status.as_u16();
+        let route = &*self.stats.name;
+        let upstream = request.upstream.as_deref().unwrap_or("-");
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        macro_rules! emit {
+            ($target:literal, $level:expr) => {
+                tracing::event!(
+                    target: $target,
+                    $level,
+                    method = %request.method,
+                    host,
+                    path,
+                    status,
+                    bytes,
+                    duration_ms = format_args!("{duration_ms:.3}"),
+                    route,
+                    upstream,
+                    error,
+                    "{message}"
+                )
+            };
+        }
+        macro_rules! at_level {
+            ($target:literal) => {
+                match level {
+                    Level::ERROR => emit!($target, Level::ERROR),
+                    Level::WARN => emit!($target, Level::WARN),
+                    _ => emit!($target, Level::INFO),
+                }
+            };
+        }
+        if access_on {
+            at_level!("access");
+        } else {
+            at_level!("switchyard::proxy");
+        }
+    }
+}

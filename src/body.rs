@@ -1,0 +1,206 @@
+//! Message bodies crossing the proxy, streamed frame by frame and never
+//! buffered whole.
+//!
+//! [`ResponseBody`] is what the client receives, whoever made it: an
+//! upstream, the static file server or the proxy itself. It counts the bytes
+//! it yields and, when hyper drops it (the response is finished or the client
+//! went away), closes the request's [`access::Record`](crate::access::Record).
+//! [`RequestBody`] is what goes to an upstream: the client's body, or nothing.
+
+use crate::access;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+/// Any error a body can fail with.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body on its way to the client.
+pub struct ResponseBody {
+    kind: Kind,
+    bytes: u64,
+    /// `poll_frame` returned `None`: everything was sent.
+    ended: bool,
+    /// The exact length announced when the response was made, if known.
+    expected: Option<u64>,
+    record: Option<access::Record>,
+}
+
+enum Kind {
+    Empty,
+    Text(Option<Bytes>),
+    Upstream(Incoming),
+    Static(hyper_staticfile::Body),
+}
+
+impl ResponseBody {
+    pub fn empty() -> Self {
+        Self::new(Kind::Empty)
+    }
+
+    pub fn text(text: &'static str) -> Self {
+        Self::new(Kind::Text(Some(Bytes::from_static(text.as_bytes()))))
+    }
+
+    pub fn owned_text(text: String) -> Self {
+        Self::new(Kind::Text(Some(Bytes::from(text))))
+    }
+
+    pub fn upstream(body: Incoming) -> Self {
+        Self::new(Kind::Upstream(body))
+    }
+
+    pub fn static_file(body: hyper_staticfile::Body) -> Self {
+        Self::new(Kind::Static(body))
+    }
+
+    fn new(kind: Kind) -> Self {
+        ResponseBody {
+            kind,
+            bytes: 0,
+            ended: false,
+            expected: None,
+            record: None,
+        }
+    }
+
+    /// Close `record` when this body is done.
+    pub fn set_record(&mut self, record: access::Record) {
+        self.expected = self.size_hint().exact();
+        self.record = Some(record);
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            let complete = self.ended || self.is_end_stream() || self.expected == Some(self.bytes);
+            record.finish(self.bytes, complete);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let frame = match &mut this.kind {
+            Kind::Empty => None,
+            Kind::Text(text) => text.take().map(|t| Ok(Frame::data(t))),
+            Kind::Upstream(body) => {
+                ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BodyError::from))
+            }
+            Kind::Static(body) => {
+                ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BodyError::from))
+            }
+        };
+        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+            this.bytes += data.map_or(0, |d| d.len() as u64);
+        }
+        match (&frame, &mut this.record) {
+            (None, _) => this.ended = true,
+            (Some(Err(e)), Some(record)) => record.body_error(e.to_string()),
+            _ => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Text(text) => text.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Static(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Text(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
+            Kind::Upstream(body) => body.size_hint(),
+            Kind::Static(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A request body on its way to an upstream.
+pub enum RequestBody {
+    /// The request has no body (`GET`, WebSocket upgrades, …).
+    Empty,
+    /// The client's body, streamed; each frame moves `progress` forward so a
+    /// slow upload does not count against the upstream's `read_timeout`.
+    Streaming {
+        body: Incoming,
+        progress: Arc<Progress>,
+    },
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Streaming { body, progress } => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                progress.touch();
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Streaming { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Streaming { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// When a request body last moved, in milliseconds since `origin`.
+#[derive(Debug)]
+pub struct Progress {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The instant the body last moved (or was created).
+    pub fn last(&self) -> Instant {
+        self.origin + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,305 @@
+//! The route file: what an operator writes, checked into a [`Config`].
+//!
+//! Loading happens in two stages. [`raw`] turns TOML text into serde structs
+//! that reject unknown keys and wrong types; [`validate`] checks meaning
+//! (addresses, durations, files, cross-references) and collects *every*
+//! problem it finds, each with the `FILE:LINE:COL` it comes from. Only a file
+//! with no problem at all becomes a [`Config`]: there is no half-valid state.
+
+mod raw;
+mod validate;
+
+use crate::router::HostPattern;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A fully checked route file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from.
+    pub path: PathBuf,
+    pub server: ServerSettings,
+    pub listeners: Vec<ListenerConfig>,
+    /// Upstreams by name.
+    pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
+    /// Routes in file order.
+    pub routes: Vec<Arc<RouteConfig>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    pub admin: Option<SocketAddr>,
+    /// How long open connections may drain on stop.
+    pub shutdown_timeout: Duration,
+    /// How long, after SIGTERM, the proxy keeps accepting while `/readyz`
+    /// already answers 503, so load balancers stop sending first.
+    pub shutdown_delay: Duration,
+    pub log_format: LogFormat,
+    pub client_header_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            admin: None,
+            shutdown_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
+            log_format: LogFormat::Text,
+            client_header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    pub tls: Option<TlsConfig>,
+}
+
+impl ListenerConfig {
+    /// `http` or `https`: what `X-Forwarded-Proto` says for this listener.
+    pub fn scheme(&self) -> Scheme {
+        if self.tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }
+    }
+}
+
+/// Whether a listener speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A listener's certificate and key, already loaded and checked.
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One `[upstream.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub servers: Vec<ServerAddr>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// One upstream server, `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerAddr {
+    /// `host:port` as an URI authority, ready to put in a request.
+    pub authority: http::uri::Authority,
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.authority.as_str())
+    }
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub host: Option<HostPattern>,
+    /// The path prefix, always starting with `/`.
+    pub path: String,
+    pub target: RouteTarget,
+}
+
+impl RouteConfig {
+    /// A short name for logs and metric labels: `host` + `path`.
+    pub fn name(&self) -> String {
+        match &self.host {
+            Some(host) => format!("{host}{}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// What a route does with a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteTarget {
+    /// Forward to an upstream (WebSocket upgrades included).
+    Proxy(ProxyRoute),
+    /// Serve files from a folder.
+    Static(StaticRoute),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyRoute {
+    pub upstream: String,
+    /// An upgraded connection silent both ways this long is closed.
+    pub idle_timeout: Duration,
+    pub allow_origins: OriginPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticRoute {
+    /// nginx `root`: the file served is `root` + request path.
+    pub root: PathBuf,
+}
+
+/// Which `Origin` values may open a WebSocket through a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPolicy {
+    Any,
+    /// Exact origins (`scheme://host[:port]`), compared case-insensitively.
+    Only(Vec<String>),
+}
+
+impl OriginPolicy {
+    /// Whether a request carrying `origin` (or none) may pass.
+    ///
+    /// Requests without an `Origin` header come from non-browser clients and
+    /// pass: the check defends browsers against cross-site WebSocket hijacking.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match (self, origin) {
+            (OriginPolicy::Any, _) | (OriginPolicy::Only(_), None) => true,
+            (OriginPolicy::Only(list), Some(origin)) => list
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(origin)),
+        }
+    }
+}
+
+/// Defaults for keys an operator may leave out.
+pub mod defaults {
+    use std::time::Duration;
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+}
+
+/// A line and column in the route file, both counted from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Position {
+    /// The position of byte `offset` in `text` (columns count characters).
+    pub fn of_offset(text: &str, offset: usize) -> Position {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Position { line, column }
+    }
+}
+
+/// One problem in a route file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub position: Option<Position>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(Position { line, column }) => {
+                write!(
+                    f,
+                    "{}:{line}:{column}: {}",
+                    self.file.display(),
+                    self.message
+                )
+            }
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found in a route file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Read and check the route file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                position: None,
+                message: format!("cannot read the route file: {e}"),
+            }])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Check `text` as if it were the content of `path` (relative paths in
+    /// it resolve against `path`'s folder).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        validate::parse(path, text)
+    }
+
+    /// The listener bound to `bind`, if any.
+    pub fn listener(&self, bind: SocketAddr) -> Option<&ListenerConfig> {
+        self.listeners.iter().find(|l| l.bind == bind)
+    }
+}

@@ -1,0 +1,405 @@
+//! A proxy's life: start, reload (SIGHUP), drain and stop (SIGTERM/SIGINT).
+//!
+//! **Start** binds every listener before serving anything, so a port in use
+//! stops start-up with a clear error instead of a half-bound proxy.
+//!
+//! **Reload** reads and checks the route file again. Any error keeps the old
+//! configuration whole. Otherwise new listeners are bound first (a failure
+//! still aborts the reload), then the new [`Generation`] is swapped in
+//! atomically, then removed listeners stop accepting. Unchanged listeners
+//! keep their sockets, so no port ever refuses a connection. Open
+//! connections and tunnels are never touched: a tunnel lives on with the
+//! settings it was opened with, even when its route is gone.
+//!
+//! **Stop** makes `/readyz` answer 503, keeps accepting for `shutdown_delay`,
+//! then closes the listeners, lets in-flight requests and open tunnels run
+//! for up to `shutdown_timeout`, closes what is left and returns.
+
+use crate::admin::Admin;
+use crate::config::{Config, ConfigErrors, RouteConfig, Scheme};
+use crate::error::RunError;
+use crate::metrics::Metrics;
+use crate::server::{self, Listener};
+use crate::state::{Generation, State};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+/// Grace given to tasks after the hard stop before giving up on them.
+const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A running proxy.
+pub struct Proxy {
+    state: Arc<State>,
+    inner: Mutex<Sockets>,
+}
+
+/// What a reload may change besides the generation.
+struct Sockets {
+    listeners: Vec<Listener>,
+    admin: Option<Admin>,
+}
+
+impl Proxy {
+    /// Bind every listener of `config` and start serving.
+    pub async fn start(config: Config) -> Result<Proxy, RunError> {
+        let sockets = bind_all(config.listeners.iter().map(|l| l.bind))?;
+        let admin_socket = config.server.admin.map(bind).transpose()?;
+        let state = Arc::new(State::new(config, Arc::new(Metrics::new())));
+        let mut listeners = Vec::new();
+        for (configured, socket) in sockets {
+            listeners.push(spawn_listener(socket, configured, &state)?);
+        }
+        let admin = admin_socket
+            .map(|socket| spawn_admin(socket, &state))
+            .transpose()?;
+        Ok(Proxy {
+            state,
+            inner: Mutex::new(Sockets { listeners, admin }),
+        })
+    }
+
+    /// The shared state (metrics, current generation).
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Bound addresses of the traffic listeners, with their scheme.
+    pub async fn listeners(&self) -> Vec<(SocketAddr, Scheme)> {
+        let generation = self.state.current();
+        let inner = self.inner.lock().await;
+        inner
+            .listeners
+            .iter()
+            .map(|l| {
+                let scheme = generation
+                    .config
+                    .listener(l.configured)
+                    .map_or(Scheme::Http, |c| c.scheme());
+                (l.local, scheme)
+            })
+            .collect()
+    }
+
+    /// Bound address of the admin listener, if configured.
+    pub async fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.lock().await.admin.as_ref().map(|a| a.local)
+    }
+
+    /// Re-read the route file this proxy was started from.
+    pub async fn reload(&self) -> Result<ReloadReport, RunError> {
+        let path = self.state.current().config.path.clone();
+        self.reload_with(Config::load(&path)).await
+    }
+
+    /// Put a new configuration in force (or keep the old one on error).
+    pub async fn reload_with(
+        &self,
+        next: Result<Config, ConfigErrors>,
+    ) -> Result<ReloadReport, RunError> {
+        let started = Instant::now();
+        let mut inner = self.inner.lock().await;
+        let current = self.state.current();
+        let result = self.swap(&mut inner, &current, next, started).await;
+        let generation = self.state.current().number;
+        self.state.metrics.reload(result.is_ok(), generation);
+        result
+    }
+
+    async fn swap(
+        &self,
+        inner: &mut Sockets,
+        current: &Generation,
+        next: Result<Config, ConfigErrors>,
+        started: Instant,
+    ) -> Result<ReloadReport, RunError> {
+        let next = next?;
+        if next.server.log_format != current.config.server.log_format {
+            tracing::warn!("log_format changes take effect at the next restart");
+        }
+        // Bind what is new before changing anything.
+        let kept: Vec<SocketAddr> = inner.listeners.iter().map(|l| l.configured).collect();
+        let added = next
+            .listeners
+            .iter()
+            .map(|l| l.bind)
+            .filter(|b| !kept.contains(b));
+        let new_sockets = bind_all(added)?;
+        let new_admin = match next.server.admin {
+            Some(addr) if Some(addr) != current.config.server.admin => Some(bind(addr)?),
+            _ => None,
+        };
+
+        let mut report = ReloadReport::compare(&current.config, &next);
+        let admin_removed = next.server.admin.is_none();
+        let generation =
+            Generation::build(current.number + 1, next, Some(current), &self.state.metrics);
+        report.generation = generation.number;
+        self.state.install(generation);
+
+        for (configured, socket) in new_sockets {
+            inner
+                .listeners
+                .push(spawn_listener(socket, configured, &self.state)?);
+        }
+        let installed = self.state.current();
+        inner.listeners.retain(|listener| {
+            let keep = installed.config.listener(listener.configured).is_some();
+            if !keep {
+                tracing::info!("stopped listening on {}", listener.local);
+                listener.stop();
+            }
+            keep
+        });
+        if let Some(socket) = new_admin {
+            inner.admin = Some(spawn_admin(socket, &self.state)?);
+        } else if admin_removed {
+            inner.admin = None;
+        }
+        report.took = started.elapsed();
+        Ok(report)
+    }
+
+    /// Drain and stop: the SIGTERM sequence. Returns when every connection
+    /// and tunnel is closed.
+    pub async fn shutdown(&self) {
+        let settings = self.state.current().config.server.clone();
+        self.state.stopping.cancel();
+        if !settings.shutdown_delay.is_zero() {
+            tracing::info!(
+                "stopping: /readyz answers 503; still accepting for {:?}",
+                settings.shutdown_delay
+            );
+            tokio::time::sleep(settings.shutdown_delay).await;
+        }
+        let open = self.state.tasks.len();
+        tracing::info!(
+            open,
+            "draining: listeners closed; open connections have {:?} to finish",
+            settings.shutdown_timeout
+        );
+        self.state.draining.cancel();
+        {
+            let mut inner = self.inner.lock().await;
+            for listener in inner.listeners.drain(..) {
+                listener.stop();
+            }
+        }
+        self.state.tasks.close();
+        let drained =
+            tokio::time::timeout(settings.shutdown_timeout, self.state.tasks.wait()).await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = self.state.tasks.len(),
+                "shutdown_timeout reached; closing the remaining connections"
+            );
+            self.state.hard_stop.cancel();
+            let _ = tokio::time::timeout(HARD_STOP_GRACE, self.state.tasks.wait()).await;
+        }
+        self.inner.lock().await.admin = None;
+        tracing::info!("stopped");
+    }
+}
+
+/// Serve `config` until SIGTERM or SIGINT, reloading on SIGHUP.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    Proxy::start(config).await?.run_until_stopped().await
+}
+
+impl Proxy {
+    /// Serve until SIGTERM or SIGINT, reloading on SIGHUP, then drain.
+    pub async fn run_until_stopped(self) -> Result<(), RunError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    match self.reload().await {
+                        Ok(report) => tracing::info!("configuration reloaded: {report}"),
+                        Err(error) => log_reload_failure(&error),
+                    }
+                }
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        tracing::info!("stop signal received");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+fn log_reload_failure(error: &RunError) {
+    match error {
+        RunError::Config(errors) => {
+            for e in &errors.0 {
+                tracing::error!("{e}");
+            }
+            tracing::error!(
+                errors = errors.0.len(),
+                "reload refused; the previous configuration stays in force"
+            );
+        }
+        other => tracing::error!(
+            error = %other,
+            "reload failed; the previous configuration stays in force"
+        ),
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    server::bind(addr).map_err(|source| RunError::Bind { addr, source })
+}
+
+fn bind_all(
+    addrs: impl Iterator<Item = SocketAddr>,
+) -> Result<Vec<(SocketAddr, TcpListener)>, RunError> {
+    // On error the sockets bound so far are dropped, i.e. closed.
+    addrs.map(|addr| Ok((addr, bind(addr)?))).collect()
+}
+
+fn spawn_listener(
+    socket: TcpListener,
+    configured: SocketAddr,
+    state: &Arc<State>,
+) -> Result<Listener, RunError> {
+    let listener =
+        Listener::spawn(socket, configured, state.clone()).map_err(|source| RunError::Bind {
+            addr: configured,
+            source,
+        })?;
+    let scheme = state
+        .current()
+        .config
+        .listener(configured)
+        .map_or(Scheme::Http, |l| l.scheme());
+    tracing::info!("listening on {} ({scheme})", listener.local);
+    Ok(listener)
+}
+
+fn spawn_admin(socket: TcpListener, state: &Arc<State>) -> Result<Admin, RunError> {
+    let addr = socket.local_addr().map_err(|source| RunError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    let admin =
+        Admin::spawn(socket, state.clone()).map_err(|source| RunError::Bind { addr, source })?;
+    tracing::info!(
+        "admin listening on {} (/healthz /readyz /metrics)",
+        admin.local
+    );
+    Ok(admin)
+}
+
+/// What a reload changed, for the one log line it writes.
+#[derive(Debug, Default, Clone)]
+pub struct ReloadReport {
+    pub generation: u64,
+    pub routes: Changes,
+    pub upstreams: Changes,
+    pub listeners: Changes,
+    pub took: Duration,
+}
+
+/// Counts of added, removed and changed items.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl Changes {
+    fn between<T: PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> Changes {
+        let mut changes = Changes::default();
+        for (key, value) in new {
+            match old.get(key) {
+                None => changes.added.push(key.clone()),
+                Some(previous) if previous != value => changes.changed.push(key.clone()),
+                Some(_) => {}
+            }
+        }
+        changes.removed = old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
+        changes
+    }
+}
+
+impl ReloadReport {
+    fn compare(old: &Config, new: &Config) -> ReloadReport {
+        let routes = |config: &Config| -> BTreeMap<String, RouteConfig> {
+            config
+                .routes
+                .iter()
+                .map(|r| (r.name(), RouteConfig::clone(r)))
+                .collect()
+        };
+        let upstreams = |config: &Config| {
+            config
+                .upstreams
+                .iter()
+                .map(|(name, u)| (name.clone(), u.as_ref().clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let listeners = |config: &Config| {
+            config
+                .listeners
+                .iter()
+                .map(|l| {
+                    let tls = l.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone()));
+                    (l.bind.to_string(), tls)
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        ReloadReport {
+            generation: 0,
+            routes: Changes::between(&routes(old), &routes(new)),
+            upstreams: Changes::between(&upstreams(old), &upstreams(new)),
+            listeners: Changes::between(&listeners(old), &listeners(new)),
+            took: Duration::ZERO,
+        }
+    }
+}
+
+impl fmt::Display for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        for (sign, items) in [
+            ("+", &self.added),
+            ("-", &self.removed),
+            ("~", &self.changed),
+        ] {
+            if !items.is_empty() {
+                parts.push(format!("{sign}{}", items.join(&format!(" {sign}"))));
+            }
+        }
+        if parts.is_empty() {
+            f.write_str("unchanged")
+        } else {
+            f.write_str(&parts.join(" "))
+        }
+    }
+}
+
+impl fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "generation {}; routes: {}; upstreams: {}; listeners: {}; took {:.1} ms",
+            self.generation,
+            self.routes,
+            self.upstreams,
+            self.listeners,
+            self.took.as_secs_f64() * 1000.0
+        )
+    }
+}

@@ -1,0 +1,339 @@
+//! Prometheus metrics: every series Switchyard exports, in one registry.
+//!
+//! Per-route handles are created once per configuration generation
+//! ([`RouteStats`]) so the request path only touches atomics. Series keep
+//! their values across reloads: a route that keeps its name keeps its series.
+//! The admin listener serves [`Metrics::encode`] at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabels {
+    route: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    route: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~105 s.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 11))
+}
+
+fn tunnel_histogram() -> Histogram {
+    // 100 ms … ~7 days.
+    Histogram::new(exponential_buckets(0.1, 4.0, 13))
+}
+
+/// Why a WebSocket upgrade did not become a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The upstream answered something other than `101`.
+    Not101,
+    /// The `Origin` is not in the route's `allow_origins`.
+    Origin,
+    /// The upstream's `101` carried a wrong `Sec-WebSocket-Accept` or `Upgrade`.
+    BadAccept,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Not101 => "not-101",
+            Refusal::Origin => "origin",
+            Refusal::BadAccept => "bad-accept",
+        }
+    }
+}
+
+/// Every metric family, registered once per process.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    client_connections: Family<ListenerLabels, Gauge>,
+    tunnels_open: Family<RouteLabels, Gauge>,
+    tunnel_bytes: Family<BytesLabels, Counter>,
+    tunnel_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    upgrades_refused: Family<RefusedLabels, Counter>,
+    connect_failures: Family<UpstreamLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    config_generation: Gauge,
+    accept_errors: Family<KindLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("switchyard");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "HTTP requests answered, by route and status class",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to the last byte of the response, by route",
+            request_duration.clone(),
+        );
+        let client_connections = Family::default();
+        registry.register(
+            "client_connections",
+            "Open client connections, by listener (upgraded ones included)",
+            client_connections.clone(),
+        );
+        let tunnels_open = Family::default();
+        registry.register(
+            "tunnels_open",
+            "Open WebSocket tunnels, by route",
+            tunnels_open.clone(),
+        );
+        let tunnel_bytes = Family::default();
+        registry.register(
+            "tunnel_bytes",
+            "Bytes relayed through WebSocket tunnels, by route and direction",
+            tunnel_bytes.clone(),
+        );
+        let tunnel_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                tunnel_histogram,
+            );
+        registry.register(
+            "tunnel_duration_seconds",
+            "Lifetime of closed WebSocket tunnels, by route",
+            tunnel_duration.clone(),
+        );
+        let upgrades_refused = Family::default();
+        registry.register(
+            "upgrades_refused",
+            "WebSocket upgrades that did not become tunnels, by route and reason",
+            upgrades_refused.clone(),
+        );
+        let connect_failures = Family::default();
+        registry.register(
+            "upstream_connect_failures",
+            "Failed connection attempts to upstream servers",
+            connect_failures.clone(),
+        );
+        let reloads = Family::default();
+        registry.register(
+            "reloads",
+            "Configuration reloads, by result (ok or error)",
+            reloads.clone(),
+        );
+        let config_generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "Generation of the configuration in force (1 at start, +1 per successful reload)",
+            config_generation.clone(),
+        );
+        let accept_errors = Family::default();
+        registry.register(
+            "accept_errors",
+            "Errors accepting client connections, by kind (out-of-files, other)",
+            accept_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            client_connections,
+            tunnels_open,
+            tunnel_bytes,
+            tunnel_duration,
+            upgrades_refused,
+            connect_failures,
+            reloads,
+            config_generation,
+            accept_errors,
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Handles for one route's series.
+    pub fn route(&self, name: &str) -> Arc<RouteStats> {
+        let route = || RouteLabels {
+            route: name.to_string(),
+        };
+        let status = |class: &str| {
+            self.requests.get_or_create_owned(&RequestLabels {
+                route: name.to_string(),
+                status: class.to_string(),
+            })
+        };
+        let bytes = |direction: &str| {
+            self.tunnel_bytes.get_or_create_owned(&BytesLabels {
+                route: name.to_string(),
+                direction: direction.to_string(),
+            })
+        };
+        let refused = |reason: Refusal| {
+            self.upgrades_refused.get_or_create_owned(&RefusedLabels {
+                route: name.to_string(),
+                reason: reason.label().to_string(),
+            })
+        };
+        Arc::new(RouteStats {
+            name: Arc::from(name),
+            by_status: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(status),
+            duration: self.request_duration.get_or_create_owned(&route()),
+            tunnels_open: self.tunnels_open.get_or_create_owned(&route()),
+            bytes_to_upstream: bytes("client_to_upstream"),
+            bytes_to_client: bytes("upstream_to_client"),
+            tunnel_duration: self.tunnel_duration.get_or_create_owned(&route()),
+            refused: [Refusal::Not101, Refusal::Origin, Refusal::BadAccept].map(refused),
+        })
+    }
+
+    /// Gauge of open client connections on one listener.
+    pub fn client_connections(&self, listener: &str) -> Gauge {
+        self.client_connections
+            .get_or_create_owned(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+    }
+
+    pub fn connect_failure(&self, upstream: &str, server: &str) {
+        self.connect_failures
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_string(),
+                server: server.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool, generation: u64) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+        self.set_generation(generation);
+    }
+
+    pub fn set_generation(&self, generation: u64) {
+        self.config_generation.set(generation as i64);
+    }
+
+    pub fn accept_error(&self, out_of_files: bool) {
+        let kind = if out_of_files {
+            "out-of-files"
+        } else {
+            "other"
+        };
+        self.accept_errors
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// One route's series, resolved once per configuration generation.
+#[derive(Debug)]
+pub struct RouteStats {
+    pub name: Arc<str>,
+    by_status: [Counter; 5],
+    duration: Histogram,
+    tunnels_open: Gauge,
+    bytes_to_upstream: Counter,
+    bytes_to_client: Counter,
+    tunnel_duration: Histogram,
+    refused: [Counter; 3],
+}
+
+impl RouteStats {
+    pub fn request_done(&self, status: http::StatusCode, elapsed: Duration) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_status[class].inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn tunnel_opened(&self) {
+        self.tunnels_open.inc();
+    }
+
+    pub fn tunnel_closed(&self, lifetime: Duration) {
+        self.tunnels_open.dec();
+        self.tunnel_duration.observe(lifetime.as_secs_f64());
+    }
+
+    /// Count bytes relayed: `to_upstream` from the client, or back.
+    pub fn tunnel_bytes(&self, to_upstream: bool, n: u64) {
+        if to_upstream {
+            self.bytes_to_upstream.inc_by(n);
+        } else {
+            self.bytes_to_client.inc_by(n);
+        }
+    }
+
+    pub fn refused(&self, reason: Refusal) {
+        let i = match reason {
+            Refusal::Not101 => 0,
+            Refusal::Origin => 1,
+            Refusal::BadAccept => 2,
+        };
+        self.refused[i].inc();
+    }
+}

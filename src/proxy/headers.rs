@@ -1,0 +1,270 @@
+//! Header policy between client and upstream: pure functions, no I/O.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and must not
+//! cross the proxy: `Connection` and every header it names, `Keep-Alive`,
+//! `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` and every `Proxy-*`
+//! header. A WebSocket upgrade is the exception: it is forwarded as
+//! `Upgrade: websocket` + `Connection: Upgrade` (RFC 6455 §4.1).
+//!
+//! Towards the upstream the proxy adds what the nginx block of the seed
+//! tutorial adds, and a little more: `X-Real-IP`, `X-Forwarded-For`
+//! (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`; the client's
+//! `Host` is kept.
+
+use crate::config::Scheme;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Version};
+use std::net::IpAddr;
+
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Hop-by-hop headers removed in both directions.
+const HOP_BY_HOP: [&HeaderName; 5] = [
+    &header::CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
+/// Whether `req` asks for a WebSocket upgrade: HTTP/1.1 `GET` with
+/// `Connection: upgrade` (as one token of possibly several) and
+/// `Upgrade: websocket`. Other upgrade protocols (h2c…) are not relayed: such
+/// requests are forwarded as plain requests with the headers stripped.
+pub fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.method() == Method::GET
+        && has_token(req.headers(), &header::CONNECTION, "upgrade")
+        && has_token(req.headers(), &header::UPGRADE, "websocket")
+}
+
+/// Whether any `name` header holds `token` in its comma-separated list.
+pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Remove hop-by-hop headers: the fixed list, `Proxy-*`, and every header
+/// named in `Connection` (except `Host`, which the proxy needs to keep).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| name != header::HOST)
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(&KEEP_ALIVE);
+    let proxy_headers: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy_headers {
+        headers.remove(name);
+    }
+}
+
+/// What the proxy knows about the client side of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide {
+    pub ip: IpAddr,
+    pub scheme: Scheme,
+}
+
+/// Rewrite client request headers into upstream request headers.
+///
+/// `host` is the request's effective host (the `Host` header, or the
+/// authority of an absolute-form request target), and is written back as
+/// `Host` so the upstream sees what the client asked for.
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    client: ClientSide,
+    host: Option<&HeaderValue>,
+    websocket: bool,
+) {
+    let forwarded_for = forwarded_for(headers, client.ip);
+    strip_hop_by_hop(headers);
+    let ip = HeaderValue::from_str(&client.ip.to_string()).ok();
+    if let Some(ip) = ip {
+        headers.insert(X_REAL_IP.clone(), ip);
+    }
+    if let Some(value) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(client.scheme.as_str()),
+    );
+    match host {
+        Some(host) => {
+            headers.insert(header::HOST, host.clone());
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+    if websocket {
+        set_websocket_upgrade(headers);
+    }
+}
+
+/// Rewrite upstream response headers for the client.
+pub fn to_client(headers: &mut HeaderMap, websocket: bool) {
+    strip_hop_by_hop(headers);
+    if websocket {
+        set_websocket_upgrade(headers);
+    }
+}
+
+fn set_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+}
+
+/// The client's `X-Forwarded-For` values with `ip` appended, as nginx's
+/// `$proxy_add_x_forwarded_for` does.
+fn forwarded_for(headers: &HeaderMap, ip: IpAddr) -> Option<HeaderValue> {
+    let mut value = String::new();
+    for existing in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(existing) = existing.to_str() {
+            let existing = existing.trim();
+            if !existing.is_empty() {
+                value.push_str(existing);
+                value.push_str(", ");
+            }
+        }
+    }
+    value.push_str(&ip.to_string());
+    HeaderValue::from_str(&value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    const CLIENT: ClientSide = ClientSide {
+        ip: IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)),
+        scheme: Scheme::Https,
+    };
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, X-Secret, host"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "X-Checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic abc"),
+            ("proxy-connection", "keep-alive"),
+            ("x-secret", "1"),
+            ("host", "chat.example.com"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        let left: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host", "accept"]);
+    }
+
+    #[test]
+    fn upstream_headers_carry_the_client() {
+        let mut map = headers(&[
+            ("host", "chat.example.com"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-for", "192.0.2.2"),
+            ("x-real-ip", "spoofed"),
+            ("x-forwarded-proto", "spoofed"),
+        ]);
+        let host = map.get("host").cloned();
+        to_upstream(&mut map, CLIENT, host.as_ref(), false);
+        assert_eq!(map["x-real-ip"], "10.1.2.3");
+        assert_eq!(map["x-forwarded-for"], "192.0.2.1, 192.0.2.2, 10.1.2.3");
+        assert_eq!(map["x-forwarded-proto"], "https");
+        assert_eq!(map["x-forwarded-host"], "chat.example.com");
+        assert_eq!(map["host"], "chat.example.com");
+        assert!(map.get("connection").is_none());
+    }
+
+    #[test]
+    fn websocket_upgrade_headers_survive_as_canonical_pair() {
+        let mut map = headers(&[
+            ("host", "h"),
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ]);
+        let host = map.get("host").cloned();
+        to_upstream(&mut map, CLIENT, host.as_ref(), true);
+        assert_eq!(map["upgrade"], "websocket");
+        assert_eq!(map["connection"], "Upgrade");
+        assert_eq!(map["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(map["sec-websocket-version"], "13");
+    }
+
+    #[test]
+    fn websocket_upgrade_detection() {
+        let req = |version, conn: &str, upgrade: &str| {
+            Request::builder()
+                .version(version)
+                .header("connection", conn)
+                .header("upgrade", upgrade)
+                .body(())
+                .unwrap()
+        };
+        assert!(is_websocket_upgrade(&req(
+            Version::HTTP_11,
+            "Upgrade",
+            "websocket"
+        )));
+        assert!(is_websocket_upgrade(&req(
+            Version::HTTP_11,
+            "keep-alive, upgrade",
+            "WebSocket"
+        )));
+        assert!(!is_websocket_upgrade(&req(
+            Version::HTTP_11,
+            "keep-alive",
+            "websocket"
+        )));
+        assert!(!is_websocket_upgrade(&req(
+            Version::HTTP_11,
+            "upgrade",
+            "h2c"
+        )));
+        assert!(!is_websocket_upgrade(&req(
+            Version::HTTP_10,
+            "upgrade",
+            "websocket"
+        )));
+    }
+}

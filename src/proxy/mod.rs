@@ -1,0 +1,163 @@
+//! Serving one HTTP request: check it, route it, then forward it, upgrade it
+//! or serve a file; answer errors; open and close its access record.
+
+pub mod client;
+pub mod headers;
+
+use crate::access::{Record, RequestInfo};
+use crate::body::{Progress, RequestBody, ResponseBody};
+use crate::config::Scheme;
+use crate::error::{MISSING_HOST, ProxyError};
+use crate::state::{ActiveRoute, State, Target};
+use client::Outgoing;
+use headers::ClientSide;
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Version};
+use hyper::body::{Body, Incoming};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The largest request head (request line and headers) accepted; larger
+/// ones are answered `431`.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// The client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub scheme: Scheme,
+}
+
+/// Answer one request. Never fails: errors become responses.
+pub async fn handle(
+    req: Request<Incoming>,
+    peer: Peer,
+    state: Arc<State>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let generation = state.current();
+    let host = effective_host(&req);
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+    let route = generation.route(host_str, req.uri().path());
+    let mut request = RequestInfo::new(req.method().clone(), req.uri().clone(), host.clone());
+    let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
+    let client = ClientSide {
+        ip: peer.addr.ip(),
+        scheme: peer.scheme,
+    };
+    let mut response = match serve(req, client, host.as_ref(), route, &state).await {
+        Ok((response, upstream)) => {
+            request.upstream = upstream;
+            response
+        }
+        Err(error) => {
+            request.set_error(&error);
+            error_response(&error)
+        }
+    };
+    let record = Record::new(started, response.status(), stats, request);
+    response.body_mut().set_record(record);
+    Ok(response)
+}
+
+async fn serve(
+    req: Request<Incoming>,
+    client: ClientSide,
+    host: Option<&HeaderValue>,
+    route: Option<&ActiveRoute>,
+    state: &State,
+) -> Result<(Response<ResponseBody>, Option<String>), ProxyError> {
+    let size = head_size(&req);
+    if size > MAX_HEAD {
+        return Err(ProxyError::HeadTooLarge {
+            size,
+            limit: MAX_HEAD,
+        });
+    }
+    if host.is_none() && req.version() == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest(MISSING_HOST));
+    }
+    let route = route.ok_or(ProxyError::NoRoute)?;
+    match &route.target {
+        Target::Static(files) => Ok((files.serve(&req).await?, None)),
+        Target::Proxy {
+            upstream,
+            route: proxy,
+        } => {
+            if headers::is_websocket_upgrade(&req) {
+                crate::upgrade::relay(req, client, host, proxy, &route.stats, upstream, state).await
+            } else {
+                forward(req, client, host, upstream).await
+            }
+        }
+    }
+}
+
+/// Forward an ordinary request and stream the answer back.
+async fn forward(
+    req: Request<Incoming>,
+    client: ClientSide,
+    host: Option<&HeaderValue>,
+    upstream: &client::Upstream,
+) -> Result<(Response<ResponseBody>, Option<String>), ProxyError> {
+    let (parts, body) = req.into_parts();
+    let mut request_headers = parts.headers;
+    headers::to_upstream(&mut request_headers, client, host, false);
+    let body = if body.is_end_stream() {
+        RequestBody::Empty
+    } else {
+        RequestBody::Streaming {
+            body,
+            progress: Progress::new(),
+        }
+    };
+    let answer = upstream
+        .send(Outgoing {
+            method: parts.method,
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            headers: request_headers,
+            body,
+        })
+        .await?;
+    let (mut parts, body) = answer.response.into_parts();
+    headers::to_client(&mut parts.headers, false);
+    Ok((
+        Response::from_parts(parts, ResponseBody::upstream(body)),
+        Some(answer.server.to_string()),
+    ))
+}
+
+/// The plain-text response for an error the proxy answers itself.
+fn error_response(error: &ProxyError) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::text(error.body()));
+    *response.status_mut() = error.status();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The host a request is for: the authority of an absolute-form target
+/// (RFC 9112 §3.2.2), else the `Host` header.
+fn effective_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    }
+}
+
+/// The size of a request head as it crossed the wire, near enough.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers().iter().fold(line, |n, (name, value)| {
+        n + name.as_str().len() + value.len() + 4
+    })
+}

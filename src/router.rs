@@ -1,0 +1,232 @@
+//! Choosing a route for a request: pure logic, no I/O.
+//!
+//! A route matches when its `host` (if any) matches the request's host and
+//! its `path` is a prefix of the request path *on a segment boundary*
+//! (`/api` matches `/api` and `/api/users`, never `/apix`; `/ws/` matches
+//! `/ws/chat`). Among matching routes, one whose host matches beats one
+//! without (an exact host beats a wildcard, a longer wildcard beats a shorter
+//! one); then the longest path prefix wins.
+
+use crate::config::RouteConfig;
+use std::fmt;
+use std::sync::Arc;
+
+/// A route's `host`: `chat.example.com` or `*.example.com`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Matches this host only (stored lower-case).
+    Exact(String),
+    /// `*.example.com`: matches any host ending in `.example.com` (stored
+    /// lower-case with its leading dot), but not `example.com` itself.
+    Suffix(String),
+}
+
+impl HostPattern {
+    /// Parse a route's `host` value.
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        let lower = text.to_ascii_lowercase();
+        let (pattern, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (HostPattern::Suffix(format!(".{rest}")), rest),
+            None => (HostPattern::Exact(lower.clone()), lower.as_str()),
+        };
+        let valid_label = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if name.contains(':') {
+            return Err(format!("host {text:?} must not carry a port"));
+        }
+        if !name.split('.').all(valid_label) {
+            return Err(format!(
+                "host {text:?} is not a host name such as \"chat.example.com\" or \"*.example.com\""
+            ));
+        }
+        Ok(pattern)
+    }
+
+    /// How specific a match is, or `None` when `host` does not match.
+    fn rank(&self, host: &str) -> Option<(u8, usize)> {
+        match self {
+            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name).then_some((2, name.len())),
+            HostPattern::Suffix(suffix) => {
+                let fits = host.len() > suffix.len()
+                    && host.is_char_boundary(host.len() - suffix.len())
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+                fits.then_some((1, suffix.len()))
+            }
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Suffix(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// The routes of one configuration, ready to match requests.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    routes: Vec<Arc<RouteConfig>>,
+}
+
+impl Router {
+    pub fn new(routes: &[Arc<RouteConfig>]) -> Router {
+        Router {
+            routes: routes.to_vec(),
+        }
+    }
+
+    /// The index (in the order given to [`Router::new`]) of the best route
+    /// for a request to `host` (from `Host`, port allowed) and `path`, or
+    /// `None` (→ 404).
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        let host = host.map(strip_port);
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, route)| prefix_matches(&route.path, path))
+            .filter_map(|(i, route)| {
+                let host_rank = match (&route.host, host) {
+                    (None, _) => (0, 0),
+                    (Some(pattern), Some(host)) => pattern.rank(host)?,
+                    (Some(_), None) => return None,
+                };
+                Some(((host_rank, route.path.len()), i))
+            })
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, i)| i)
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// Whether `prefix` matches `path` on a path-segment boundary.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with('/')
+            || path.len() == prefix.len()
+            || path.as_bytes()[prefix.len()] == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RouteTarget, StaticRoute};
+
+    fn route(host: Option<&str>, path: &str) -> Arc<RouteConfig> {
+        Arc::new(RouteConfig {
+            host: host.map(|h| HostPattern::parse(h).unwrap()),
+            path: path.to_string(),
+            target: RouteTarget::Static(StaticRoute { root: "/".into() }),
+        })
+    }
+
+    fn pick(router: &Router, host: Option<&str>, path: &str) -> Option<String> {
+        router.route(host, path).map(|i| router.routes[i].name())
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(prefix_matches("/ws/", "/ws/chat"));
+        assert!(!prefix_matches("/ws/", "/ws"));
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/users"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let router = Router::new(&[
+            route(None, "/"),
+            route(None, "/static/"),
+            route(None, "/ws/"),
+        ]);
+        assert_eq!(
+            pick(&router, None, "/static/app.js").as_deref(),
+            Some("/static/")
+        );
+        assert_eq!(pick(&router, None, "/ws/chat").as_deref(), Some("/ws/"));
+        assert_eq!(pick(&router, None, "/staticx").as_deref(), Some("/"));
+        assert_eq!(pick(&router, None, "/").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn no_match_is_none() {
+        let router = Router::new(&[route(None, "/api")]);
+        assert_eq!(pick(&router, None, "/apix"), None);
+        assert_eq!(pick(&router, None, "/"), None);
+    }
+
+    #[test]
+    fn host_match_beats_longer_prefix_without_host() {
+        let router = Router::new(&[
+            route(None, "/ws/"),
+            route(Some("chat.example.com"), "/"),
+            route(Some("*.example.com"), "/"),
+        ]);
+        let at = |host, path| pick(&router, Some(host), path);
+        assert_eq!(
+            at("chat.example.com", "/ws/x").as_deref(),
+            Some("chat.example.com/")
+        );
+        assert_eq!(
+            at("CHAT.example.com:8443", "/").as_deref(),
+            Some("chat.example.com/")
+        );
+        assert_eq!(
+            at("a.example.com", "/ws/x").as_deref(),
+            Some("*.example.com/")
+        );
+        assert_eq!(at("example.com", "/ws/x").as_deref(), Some("/ws/"));
+        assert_eq!(at("other.org", "/"), None);
+        assert_eq!(pick(&router, None, "/ws/x").as_deref(), Some("/ws/"));
+    }
+
+    #[test]
+    fn host_routes_fall_back_to_hostless_ones_for_other_paths() {
+        let router = Router::new(&[route(Some("a.test"), "/api"), route(None, "/")]);
+        assert_eq!(
+            pick(&router, Some("a.test"), "/other").as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            pick(&router, Some("a.test"), "/api/x").as_deref(),
+            Some("a.test/api")
+        );
+    }
+
+    #[test]
+    fn host_patterns_parse() {
+        assert_eq!(
+            HostPattern::parse("Chat.Example.com"),
+            Ok(HostPattern::Exact("chat.example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("*.example.com"),
+            Ok(HostPattern::Suffix(".example.com".into()))
+        );
+        assert!(HostPattern::parse("example.com:80").is_err());
+        assert!(HostPattern::parse("*").is_err());
+        assert!(HostPattern::parse("a..b").is_err());
+        assert!(HostPattern::parse("a.*.b").is_err());
+    }
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("a.test:80"), "a.test");
+        assert_eq!(strip_port("a.test"), "a.test");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+}

@@ -1,0 +1,293 @@
+//! Listening sockets and client connections: bind, accept, TLS handshake,
+//! then HTTP/1.1 with upgrades, each connection in its own task and span.
+//!
+//! The accept loop never dies on a resource error. When the process runs
+//! out of file descriptors it stops accepting for a moment (new connections
+//! wait in the kernel's backlog), says so at most once a second, and resumes
+//! by itself once descriptors are free; open connections and tunnels are
+//! unaffected.
+
+use crate::proxy::{self, MAX_HEAD, Peer};
+use crate::state::State;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Pause before accepting again after running out of file descriptors.
+const OUT_OF_FILES_PAUSE: Duration = Duration::from_millis(100);
+/// Pending connections the kernel may queue per listener.
+const BACKLOG: u32 = 4096;
+
+/// Bind a listening socket (`SO_REUSEADDR`, deep backlog).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// A running accept loop.
+pub struct Listener {
+    /// The address as written in the route file (the key across reloads).
+    pub configured: SocketAddr,
+    /// The address actually bound (differs when the port was 0).
+    pub local: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Listener {
+    /// Start accepting on `socket`.
+    pub fn spawn(
+        socket: TcpListener,
+        configured: SocketAddr,
+        state: Arc<State>,
+    ) -> io::Result<Self> {
+        let local = socket.local_addr()?;
+        let stop = CancellationToken::new();
+        let accept = accept_loop(socket, configured, local, state.clone(), stop.clone());
+        tokio::spawn(accept.instrument(tracing::info_span!("listener", addr = %local)));
+        Ok(Listener {
+            configured,
+            local,
+            stop,
+        })
+    }
+
+    /// Stop accepting and close the socket; open connections carry on.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    configured: SocketAddr,
+    local: SocketAddr,
+    state: Arc<State>,
+    stop: CancellationToken,
+) {
+    let open = state.metrics.client_connections(&local.to_string());
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = state.draining.cancelled() => break,
+            accepted = socket.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let span = tracing::info_span!(parent: None, "conn", %peer, listener = %local);
+                let connection = serve(stream, peer, configured, state.clone(), open.clone());
+                state.tasks.spawn(connection.instrument(span));
+            }
+            Err(e) if is_out_of_files(&e) => {
+                state.metrics.accept_error(true);
+                if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    last_warning = Some(Instant::now());
+                    tracing::warn!(
+                        error = %e,
+                        open_files_limit = open_files_limit(),
+                        "out of file descriptors: new connections wait in the backlog \
+                         until some close; open connections are unaffected"
+                    );
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(OUT_OF_FILES_PAUSE) => {}
+                }
+            }
+            Err(e) => {
+                // A connection that died in the backlog; nothing to do.
+                state.metrics.accept_error(false);
+                tracing::debug!(error = %e, "accept failed");
+            }
+        }
+    }
+    tracing::debug!("stopped accepting");
+}
+
+fn is_out_of_files(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// The process's soft limit on open files.
+pub fn open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if ok { limit.rlim_cur } else { 0 }
+}
+
+/// Serve one client connection until it closes, upgrades or is drained.
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    configured: SocketAddr,
+    state: Arc<State>,
+    open: prometheus_client::metrics::gauge::Gauge,
+) {
+    let generation = state.current();
+    let Some(listener) = generation.config.listener(configured) else {
+        // The listener was removed by a reload an instant ago.
+        return;
+    };
+    let scheme = listener.scheme();
+    let tls = listener.tls.as_ref().map(|tls| tls.server_config.clone());
+    let header_timeout = generation.config.server.client_header_timeout;
+    drop(generation);
+
+    open.inc();
+    serve_http(
+        stream,
+        Peer { addr: peer, scheme },
+        tls,
+        header_timeout,
+        &state,
+    )
+    .await;
+    open.dec();
+}
+
+async fn serve_http(
+    stream: TcpStream,
+    peer: Peer,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    header_timeout: Duration,
+    state: &Arc<State>,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = match tls {
+        None => ClientStream::Plain(stream),
+        Some(config) => {
+            let handshake = TlsAcceptor::from(config).accept(stream);
+            match tokio::time::timeout(header_timeout, handshake).await {
+                Ok(Ok(tls)) => ClientStream::Tls(Box::new(tls)),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake not done within {header_timeout:?}");
+                    return;
+                }
+            }
+        }
+    };
+    let handler = state.clone();
+    let service = service_fn(move |req| proxy::handle(req, peer, handler.clone()));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_header_size(2 * MAX_HEAD)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = state.draining.cancelled() => {
+            // Finish the request in flight, then close.
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = state.hard_stop.cancelled() => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        if e.is_parse_too_large() {
+            tracing::info!(status = 431, error = %e, "request head too large; answered 431");
+        } else if e.is_parse() {
+            tracing::info!(status = 400, error = %e, "malformed request; answered 400");
+        } else if e.is_timeout() {
+            tracing::debug!("no complete request head within {header_timeout:?}; closed");
+        } else {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// A client connection, plain or TLS.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+            ClientStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

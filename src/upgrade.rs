@@ -1,0 +1,153 @@
+//! WebSocket upgrades: the handshake relay that decides whether a connection
+//! becomes a tunnel (RFC 6455 §4).
+//!
+//! The client's upgrade request is checked (`Origin` against the route's
+//! `allow_origins`, a well-formed `Sec-WebSocket-Key`) and forwarded with its
+//! `Sec-WebSocket-*` headers. Only a `101` whose `Upgrade` is `websocket` and
+//! whose `Sec-WebSocket-Accept` is right for the client's key turns both
+//! connections into a [`Tunnel`]. Any other answer goes back to the client
+//! as an ordinary response and the client connection stays HTTP: the next
+//! bytes on it are parsed and routed by the proxy, never handed raw to the
+//! upstream (the defence against WebSocket request smuggling).
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::ProxyRoute;
+use crate::error::{BAD_WEBSOCKET_KEY, ProxyError};
+use crate::metrics::{Refusal, RouteStats};
+use crate::proxy::client::{Outgoing, Upstream};
+use crate::proxy::headers::{self, ClientSide};
+use crate::state::State;
+use crate::tunnel::Tunnel;
+use base64::Engine;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// Relay a WebSocket upgrade request. Returns the response for the client
+/// and the upstream server that answered.
+pub async fn relay(
+    mut req: Request<Incoming>,
+    client: ClientSide,
+    host: Option<&HeaderValue>,
+    route: &ProxyRoute,
+    stats: &Arc<RouteStats>,
+    upstream: &Upstream,
+    state: &State,
+) -> Result<(Response<ResponseBody>, Option<String>), ProxyError> {
+    let origin = req.headers().get(header::ORIGIN);
+    if !route
+        .allow_origins
+        .allows(origin.and_then(|o| o.to_str().ok()))
+    {
+        stats.refused(Refusal::Origin);
+        return Err(ProxyError::OriginForbidden {
+            origin: origin.map_or_else(String::new, |o| {
+                String::from_utf8_lossy(o.as_bytes()).into_owned()
+            }),
+        });
+    }
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|key| is_valid_key(key))
+        .ok_or(ProxyError::BadRequest(BAD_WEBSOCKET_KEY))?;
+    let expected_accept = derive_accept_key(key.as_bytes());
+
+    // Claim the client's side of the upgrade before the request is consumed.
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _empty_body) = req.into_parts();
+    let mut request_headers = parts.headers;
+    headers::to_upstream(&mut request_headers, client, host, true);
+    let answer = upstream
+        .send(Outgoing {
+            method: parts.method,
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            headers: request_headers,
+            body: RequestBody::Empty,
+        })
+        .await?;
+    let server = answer.server.to_string();
+    let mut response = answer.response;
+
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Not a switch: an ordinary response, and the connection stays HTTP.
+        stats.refused(Refusal::Not101);
+        let (mut parts, body) = response.into_parts();
+        headers::to_client(&mut parts.headers, false);
+        return Ok((
+            Response::from_parts(parts, ResponseBody::upstream(body)),
+            Some(server),
+        ));
+    }
+    let bad_upgrade = |reason| {
+        stats.refused(Refusal::BadAccept);
+        Err(ProxyError::BadUpgrade {
+            upstream: upstream.config.name.clone(),
+            server: server.clone(),
+            reason,
+        })
+    };
+    if !headers::has_token(response.headers(), &header::UPGRADE, "websocket") {
+        return bad_upgrade("its 101 does not say `Upgrade: websocket`");
+    }
+    let accept = response.headers().get(header::SEC_WEBSOCKET_ACCEPT);
+    if accept.map(HeaderValue::as_bytes) != Some(expected_accept.as_bytes()) {
+        return bad_upgrade("its Sec-WebSocket-Accept does not match the client's key");
+    }
+
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let tunnel = Tunnel {
+        stats: stats.clone(),
+        idle_timeout: route.idle_timeout,
+        upstream_server: server.clone(),
+        hard_stop: state.hard_stop.clone(),
+    };
+    state
+        .tasks
+        .spawn(tunnel.run(client_upgrade, upstream_upgrade));
+
+    let (mut parts, _empty_body) = response.into_parts();
+    headers::to_client(&mut parts.headers, true);
+    Ok((
+        Response::from_parts(parts, ResponseBody::empty()),
+        Some(server),
+    ))
+}
+
+/// RFC 6455 §4.1: the key is 16 random bytes, base64-encoded.
+fn is_valid_key(key: &HeaderValue) -> bool {
+    base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .is_ok_and(|bytes| bytes.len() == 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_16_bytes_of_base64() {
+        assert!(is_valid_key(&HeaderValue::from_static(
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        )));
+        assert!(!is_valid_key(&HeaderValue::from_static("short")));
+        assert!(!is_valid_key(&HeaderValue::from_static(
+            "not base64 at all!!"
+        )));
+    }
+
+    #[test]
+    fn accept_key_follows_rfc_6455() {
+        // The example of RFC 6455 §1.3.
+        assert_eq!(
+            derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaYWhrS9cVj9KkFhGA="
+        );
+    }
+}
