@@ -147,7 +147,7 @@ mod tests {
         // The example of RFC 6455 §1.3.
         assert_eq!(
             derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaYWhrS9cVj9KkFhGA="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 }
