@@ -16,7 +16,7 @@
 //! for up to `shutdown_timeout`, closes what is left and returns.
 
 use crate::admin::Admin;
-use crate::config::{Config, ConfigErrors, RouteConfig, Scheme};
+use crate::config::{Config, ConfigErrors, ListenerKey, RouteConfig, Scheme};
 use crate::error::RunError;
 use crate::metrics::Metrics;
 use crate::server::{self, Listener};
@@ -47,12 +47,12 @@ struct Sockets {
 impl Proxy {
     /// Bind every listener of `config` and start serving.
     pub async fn start(config: Config) -> Result<Proxy, RunError> {
-        let sockets = bind_all(config.listeners.iter().map(|l| l.bind))?;
+        let sockets = bind_all(config.listener_keys().map(|(key, _)| key))?;
         let admin_socket = config.server.admin.map(bind).transpose()?;
         let state = Arc::new(State::new(config, Arc::new(Metrics::new())));
         let mut listeners = Vec::new();
-        for (configured, socket) in sockets {
-            listeners.push(spawn_listener(socket, configured, &state)?);
+        for (key, socket) in sockets {
+            listeners.push(spawn_listener(socket, key, &state)?);
         }
         let admin = admin_socket
             .map(|socket| spawn_admin(socket, &state))
@@ -78,7 +78,7 @@ impl Proxy {
             .map(|l| {
                 let scheme = generation
                     .config
-                    .listener(l.configured)
+                    .listener(l.key)
                     .map_or(Scheme::Http, |c| c.scheme());
                 (l.local, scheme)
             })
@@ -122,13 +122,13 @@ impl Proxy {
             tracing::warn!("log_format changes take effect at the next restart");
         }
         // Bind what is new before changing anything.
-        let kept: Vec<SocketAddr> = inner.listeners.iter().map(|l| l.configured).collect();
-        let added = next
-            .listeners
-            .iter()
-            .map(|l| l.bind)
-            .filter(|b| !kept.contains(b));
-        let new_sockets = bind_all(added)?;
+        let kept: Vec<ListenerKey> = inner.listeners.iter().map(|l| l.key).collect();
+        let added: Vec<ListenerKey> = next
+            .listener_keys()
+            .map(|(key, _)| key)
+            .filter(|key| !kept.contains(key))
+            .collect();
+        let new_sockets = bind_all(added.into_iter())?;
         let new_admin = match next.server.admin {
             Some(addr) if Some(addr) != current.config.server.admin => Some(bind(addr)?),
             _ => None,
@@ -141,14 +141,14 @@ impl Proxy {
         report.generation = generation.number;
         self.state.install(generation);
 
-        for (configured, socket) in new_sockets {
+        for (key, socket) in new_sockets {
             inner
                 .listeners
-                .push(spawn_listener(socket, configured, &self.state)?);
+                .push(spawn_listener(socket, key, &self.state)?);
         }
         let installed = self.state.current();
         inner.listeners.retain(|listener| {
-            let keep = installed.config.listener(listener.configured).is_some();
+            let keep = installed.config.listener(listener.key).is_some();
             if !keep {
                 tracing::info!("stopped listening on {}", listener.local);
                 listener.stop();
@@ -258,26 +258,26 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
 }
 
 fn bind_all(
-    addrs: impl Iterator<Item = SocketAddr>,
-) -> Result<Vec<(SocketAddr, TcpListener)>, RunError> {
+    keys: impl Iterator<Item = ListenerKey>,
+) -> Result<Vec<(ListenerKey, TcpListener)>, RunError> {
     // On error the sockets bound so far are dropped, i.e. closed.
-    addrs.map(|addr| Ok((addr, bind(addr)?))).collect()
+    keys.map(|key| Ok((key, bind(key.bind)?))).collect()
 }
 
 fn spawn_listener(
     socket: TcpListener,
-    configured: SocketAddr,
+    key: ListenerKey,
     state: &Arc<State>,
 ) -> Result<Listener, RunError> {
     let listener =
-        Listener::spawn(socket, configured, state.clone()).map_err(|source| RunError::Bind {
-            addr: configured,
+        Listener::spawn(socket, key, state.clone()).map_err(|source| RunError::Bind {
+            addr: key.bind,
             source,
         })?;
     let scheme = state
         .current()
         .config
-        .listener(configured)
+        .listener(key)
         .map_or(Scheme::Http, |l| l.scheme());
     tracing::info!("listening on {} ({scheme})", listener.local);
     Ok(listener)

@@ -7,6 +7,7 @@
 //! by itself once descriptors are free; open connections and tunnels are
 //! unaffected.
 
+use crate::config::ListenerKey;
 use crate::proxy::{self, MAX_HEAD, Peer};
 use crate::state::State;
 use hyper::server::conn::http1;
@@ -43,8 +44,8 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// A running accept loop.
 pub struct Listener {
-    /// The address as written in the route file (the key across reloads).
-    pub configured: SocketAddr,
+    /// Which listener of the route file this is (the key across reloads).
+    pub key: ListenerKey,
     /// The address actually bound (differs when the port was 0).
     pub local: SocketAddr,
     stop: CancellationToken,
@@ -52,20 +53,12 @@ pub struct Listener {
 
 impl Listener {
     /// Start accepting on `socket`.
-    pub fn spawn(
-        socket: TcpListener,
-        configured: SocketAddr,
-        state: Arc<State>,
-    ) -> io::Result<Self> {
+    pub fn spawn(socket: TcpListener, key: ListenerKey, state: Arc<State>) -> io::Result<Self> {
         let local = socket.local_addr()?;
         let stop = CancellationToken::new();
-        let accept = accept_loop(socket, configured, local, state.clone(), stop.clone());
+        let accept = accept_loop(socket, key, local, state.clone(), stop.clone());
         tokio::spawn(accept.instrument(tracing::info_span!("listener", addr = %local)));
-        Ok(Listener {
-            configured,
-            local,
-            stop,
-        })
+        Ok(Listener { key, local, stop })
     }
 
     /// Stop accepting and close the socket; open connections carry on.
@@ -76,7 +69,7 @@ impl Listener {
 
 async fn accept_loop(
     socket: TcpListener,
-    configured: SocketAddr,
+    key: ListenerKey,
     local: SocketAddr,
     state: Arc<State>,
     stop: CancellationToken,
@@ -93,7 +86,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let span = tracing::info_span!(parent: None, "conn", %peer, listener = %local);
-                let connection = serve(stream, peer, configured, state.clone(), open.clone());
+                let connection = serve(stream, peer, key, state.clone(), open.clone());
                 state.tasks.spawn(connection.instrument(span));
             }
             Err(e) if is_out_of_files(&e) => {
@@ -144,12 +137,12 @@ pub fn open_files_limit() -> u64 {
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    configured: SocketAddr,
+    key: ListenerKey,
     state: Arc<State>,
     open: prometheus_client::metrics::gauge::Gauge,
 ) {
     let generation = state.current();
-    let Some(listener) = generation.config.listener(configured) else {
+    let Some(listener) = generation.config.listener(key) else {
         // The listener was removed by a reload an instant ago.
         return;
     };

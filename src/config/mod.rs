@@ -81,6 +81,21 @@ impl ListenerConfig {
     }
 }
 
+/// What identifies a listener across reloads: its `bind` as written, and
+/// which one it is among listeners with that same `bind` (only port-0
+/// listeners may share one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub bind: SocketAddr,
+    pub nth: usize,
+}
+
+impl fmt::Display for ListenerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.bind)
+    }
+}
+
 /// Whether a listener speaks TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -298,8 +313,27 @@ impl Config {
         validate::parse(path, text)
     }
 
-    /// The listener bound to `bind`, if any.
-    pub fn listener(&self, bind: SocketAddr) -> Option<&ListenerConfig> {
-        self.listeners.iter().find(|l| l.bind == bind)
+    /// Every listener with its key.
+    pub fn listener_keys(&self) -> impl Iterator<Item = (ListenerKey, &ListenerConfig)> {
+        self.listeners.iter().enumerate().map(|(i, listener)| {
+            let nth = self.listeners[..i]
+                .iter()
+                .filter(|l| l.bind == listener.bind)
+                .count();
+            (
+                ListenerKey {
+                    bind: listener.bind,
+                    nth,
+                },
+                listener,
+            )
+        })
+    }
+
+    /// The listener with `key`, if this configuration has it.
+    pub fn listener(&self, key: ListenerKey) -> Option<&ListenerConfig> {
+        self.listener_keys()
+            .find(|(k, _)| *k == key)
+            .map(|(_, listener)| listener)
     }
 }

@@ -138,10 +138,15 @@ async fn forward(
 fn error_response(error: &ProxyError) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::text(error.body()));
     *response.status_mut() = error.status();
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if matches!(error, ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }) {
+        // After a malformed request the connection cannot be trusted.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
