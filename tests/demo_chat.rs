@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::client_async;
@@ -30,8 +30,16 @@ use switchyard::demo::chat::{serve, write_static_assets};
 /// Bound on every single wait in these tests.
 const STEP: Duration = Duration::from_secs(5);
 
+/// Bound on the one step whose length depends on throughput: flooding a
+/// room until a client's socket buffers and queue are full.
+const FLOOD: Duration = Duration::from_secs(30);
+
 async fn bounded<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(STEP, future).await {
+    bounded_by(STEP, what, future).await
+}
+
+async fn bounded_by<F: Future>(limit: Duration, what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(limit, future).await {
         Ok(output) => output,
         Err(_) => panic!("timed out: {what}"),
     }
@@ -199,6 +207,13 @@ struct Client {
 
 impl Client {
     async fn connect(addr: SocketAddr, cookie: Option<&str>) -> Client {
+        let stream = bounded("connect", TcpStream::connect(addr)).await.unwrap();
+        Client::handshake(stream, cookie).await
+    }
+
+    /// Runs the WebSocket handshake on an already connected `stream`.
+    async fn handshake(stream: TcpStream, cookie: Option<&str>) -> Client {
+        let addr = stream.peer_addr().unwrap();
         let mut request = format!("ws://{addr}/ws/chat")
             .into_client_request()
             .unwrap();
@@ -207,7 +222,6 @@ impl Client {
                 .headers_mut()
                 .insert("Cookie", HeaderValue::from_str(cookie).unwrap());
         }
-        let stream = bounded("connect", TcpStream::connect(addr)).await.unwrap();
         stream.set_nodelay(true).unwrap();
         let (ws, response) = bounded("handshake", client_async(request, stream))
             .await
@@ -582,6 +596,59 @@ async fn an_oversized_message_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn a_client_that_does_not_read_is_dropped_without_blocking_the_room() {
+    let backend = Backend::start().await;
+    let addr = backend.addr;
+    let slow_cookie = sign_in(addr, "slow").await;
+    let fast_cookie = sign_in(addr, "fast").await;
+
+    // The slow client offers a tiny receive window and then stops reading.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = bounded("connect", socket.connect(addr)).await.unwrap();
+    let mut slow = Client::handshake(stream, Some(&slow_cookie)).await;
+    slow.next().await;
+    slow.next().await;
+
+    let mut fast = Client::connect(addr, Some(&fast_cookie)).await;
+    fast.expect("join", "fast", json!("fast joined.")).await;
+    fast.next().await;
+
+    // The fast client chats on, waiting for each message to come back, until
+    // it is told that the slow one left. Without the bounded queues, the
+    // broadcast would stall on the slow socket and `left` would never come.
+    let big = "x".repeat(8 * 1024);
+    let left = bounded_by(FLOOD, "the slow client to be dropped", async {
+        for _ in 0..5_000 {
+            fast.send(Message::text(big.as_str())).await;
+            let message = fast.next().await;
+            match message["type"].as_str() {
+                Some("chat") => continue,
+                Some("left") => return message,
+                _ => panic!("unexpected {message}"),
+            }
+        }
+        panic!("the slow client was never dropped");
+    })
+    .await;
+    assert_eq!(left["user"]["name"], "slow");
+    assert_eq!(left["data"], "slow left.");
+
+    // When the slow client reads at last, what was queued ends with 1008.
+    let frame = loop {
+        match bounded("the slow client's backlog", slow.ws.next()).await {
+            Some(Ok(Message::Text(_))) => continue,
+            Some(Ok(Message::Close(Some(frame)))) => break frame,
+            other => panic!("expected text or close, got {other:?}"),
+        }
+    };
+    assert_eq!(frame.code, CloseCode::Policy);
+
+    fast.close().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_closes_sockets_with_1001_and_serve_returns() {
     let backend = Backend::start().await;
     let addr = backend.addr;
@@ -615,7 +682,7 @@ async fn shutdown_closes_sockets_with_1001_and_serve_returns() {
 
     backend.stop().await;
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_secs(2),
         "shutdown took {:?}",
         started.elapsed()
     );

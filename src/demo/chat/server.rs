@@ -24,8 +24,10 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 use super::room::Room;
 use super::routes;
 
-/// A client must send its request headers within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send its request headers within this. hyper also counts an
+/// idle keep-alive connection as "waiting for headers", so this is as well
+/// how long a pooled upstream connection from the proxy may sit idle.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long an HTTP connection may take to finish once shutdown starts.
 const HTTP_DRAIN: Duration = Duration::from_millis(500);

@@ -49,6 +49,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the closing handshake may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Close reason sent with code 1001 when the backend shuts down.
+const GOING_AWAY: &str = "Server shutting down";
+
 /// Close code and reason for a client without a valid user cookie, as in the tutorial.
 const INVALID_USER: (u16, &str) = (4001, "Invalid user");
 
@@ -73,15 +76,22 @@ pub(crate) async fn run(backend: Arc<Backend>, on_upgrade: OnUpgrade, user: Opti
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    match user {
-        Some(user) => chat(&backend.room, &backend.shutdown, socket, user).await,
-        None => {
-            info!("WebSocket without a valid user cookie: closing with 4001");
-            let (mut sink, mut stream) = socket.split();
-            let (code, reason) = INVALID_USER;
-            close(&mut sink, &mut stream, close_frame(code.into(), reason)).await;
-        }
+    let Some(user) = user else {
+        info!("WebSocket without a valid user cookie: closing with 4001");
+        let (code, reason) = INVALID_USER;
+        return refuse(socket, close_frame(code.into(), reason)).await;
+    };
+    if backend.shutdown.is_cancelled() {
+        // Upgraded while shutting down: say so rather than join for a moment.
+        return refuse(socket, close_frame(CloseCode::Away, GOING_AWAY)).await;
     }
+    chat(&backend.room, &backend.shutdown, socket, user).await;
+}
+
+/// Closes a socket that never joined the room.
+async fn refuse(socket: Socket, frame: CloseFrame) {
+    let (mut sink, mut stream) = socket.split();
+    close(&mut sink, &mut stream, frame).await;
 }
 
 /// How a session ended, which decides the close frame it sends.
@@ -98,7 +108,7 @@ enum Ending {
 impl Ending {
     fn close_frame(&self) -> Option<CloseFrame> {
         match self {
-            Ending::Shutdown => Some(close_frame(CloseCode::Away, "Server shutting down")),
+            Ending::Shutdown => Some(close_frame(CloseCode::Away, GOING_AWAY)),
             Ending::TooSlow => Some(close_frame(CloseCode::Policy, "Too slow")),
             Ending::TooBig => Some(close_frame(CloseCode::Size, "Message too big")),
             Ending::PeerClosed | Ending::Broken | Ending::WriteTimeout => None,

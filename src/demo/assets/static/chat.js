@@ -104,7 +104,7 @@
   function renderUsers() {
     const items = [];
     for (const { user } of users.values()) {
-      const item = element('li', isMe(user) ? 'user me' : 'user');
+      const item = element('li', isMe(user) ? 'user is-me' : 'user');
       item.dataset.userId = String(user.id);
       item.append(
         avatar(user, 'small'),
