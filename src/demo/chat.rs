@@ -11,7 +11,7 @@
 //! - `server`: accept loop, connection tasks, shutdown ([`serve`]).
 //! - `routes`: HTTP routing, sign-in and sign-out, the pages.
 //! - `handshake`: checking a WebSocket upgrade request, the `101` answer.
-//! - `session`: one WebSocket connection, from handshake to close frame.
+//! - `client`: one WebSocket client, from handshake to close frame.
 //! - `room`: membership, message ids, non-blocking broadcast.
 //! - `message`: the JSON wire format.
 //! - `user`: the user and its cookie.
@@ -20,13 +20,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod assets;
+mod client;
 mod form;
 mod handshake;
 mod message;
 mod room;
 mod routes;
 mod server;
-mod session;
 mod user;
 
 pub use assets::write_static_assets;

@@ -3,7 +3,7 @@
 //! Every connected WebSocket is a [`Member`] with a bounded outgoing queue.
 //! Message ids are given and queued under one lock, so every client sees ids
 //! strictly increasing. Queuing never waits: a member whose queue is full (or
-//! whose session is already gone) is dropped from the room on the spot, and
+//! whose connection is already gone) is dropped from the room on the spot, and
 //! the others are told that it left.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -256,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn a_member_whose_session_ended_is_dropped() {
+    fn a_member_whose_connection_ended_is_dropped() {
         let room = Room::default();
         let (_, gone) = member(&room, 1, "gone", 8);
         drop(gone);

@@ -1,15 +1,15 @@
 //! The backend's HTTP side: which request goes where, the sign-in flow, the
-//! pages, and handing WebSocket upgrades to a [`session`](super::session).
+//! pages, and handing WebSocket upgrades over to a [`client`](super::client) task.
 //!
-//! | request           | answer                                                   |
-//! |-------------------|----------------------------------------------------------|
-//! | `GET /`           | the room page with a valid cookie, else `302 /signin`    |
-//! | `GET /signin`     | the sign-in form                                         |
-//! | `POST /signin`    | sets the `name` cookie, `302 /`                          |
-//! | `GET /signout`    | clears the cookie, `302 /signin`                         |
-//! | `GET /ws/chat`    | `101` and a chat session (or `400` for a bad handshake)  |
-//! | other methods     | `405` on the paths above                                 |
-//! | anything else     | `404`                                                    |
+//! | request         | answer                                                      |
+//! |-----------------|-------------------------------------------------------------|
+//! | `GET /`         | the room page with a valid cookie, else `302 /signin`       |
+//! | `GET /signin`   | the sign-in form                                            |
+//! | `POST /signin`  | sets the `name` cookie, `302 /`                             |
+//! | `GET /signout`  | clears the cookie, `302 /signin`                            |
+//! | `GET /ws/chat`  | `101`, then the client joins the room (`400` if malformed)  |
+//! | other methods   | `405` on the paths above                                    |
+//! | anything else   | `404`                                                       |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use tracing::{Instrument as _, debug, info};
 use super::assets::{ROOM_PAGE, SIGNIN_PAGE};
 use super::server::Backend;
 use super::user::{User, clear_cookie_header};
-use super::{form, handshake, session};
+use super::{client, form, handshake};
 
 /// Every response body is a single buffer.
 pub(crate) type Body = Full<Bytes>;
@@ -152,11 +152,11 @@ fn websocket(backend: &Arc<Backend>, mut request: Request<Incoming>) -> Response
     };
     let user = User::from_headers(request.headers());
     let on_upgrade = hyper::upgrade::on(&mut request);
-    // hyper stops tracking the connection once it is upgraded: the session
+    // hyper stops tracking the connection once it is upgraded: the client
     // task is tracked by the backend instead, so shutdown waits for it.
     backend
         .tasks
-        .spawn(session::run(Arc::clone(backend), on_upgrade, user).in_current_span());
+        .spawn(client::run(Arc::clone(backend), on_upgrade, user).in_current_span());
     handshake::switching_protocols(&accept)
 }
 

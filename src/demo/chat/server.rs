@@ -2,7 +2,7 @@
 //!
 //! Shutdown: when the token is cancelled the listener is dropped, every
 //! HTTP connection is asked to finish its current request (and is cut after
-//! [`HTTP_DRAIN`]), every WebSocket session sends close 1001, and [`serve`]
+//! [`HTTP_DRAIN`]), every WebSocket client is sent close 1001, and [`serve`]
 //! returns once all tracked tasks are done.
 
 use std::io;
@@ -39,7 +39,7 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 /// Pause after an accept error (such as running out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// What every connection and session of one backend shares.
+/// What every HTTP connection and WebSocket client of one backend shares.
 pub(crate) struct Backend {
     pub(crate) room: Room,
     /// The last user id handed out at sign-in.

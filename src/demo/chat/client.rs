@@ -1,18 +1,18 @@
-//! One WebSocket connection to the room, from the finished handshake to the
+//! One WebSocket client of the room, from the finished handshake to the
 //! closing frame.
 //!
-//! A session reads the client's frames and writes what the room queued for
+//! Its task reads the client's frames and writes what the room queued for
 //! it, concurrently, until one side ends. It then leaves the room and, where
 //! there is something to say, sends a close frame and waits briefly for the
 //! client's answer:
 //!
-//! | why it ended                         | close code             |
-//! |--------------------------------------|------------------------|
-//! | no valid `name` cookie               | 4001 "Invalid user"    |
-//! | the backend is shutting down         | 1001 (going away)      |
-//! | its queue overflowed (too slow)      | 1008 (policy)          |
-//! | a message over [`MAX_MESSAGE_BYTES`] | 1009 (too big)         |
-//! | the client closed or vanished        | none (answered by the protocol layer) |
+//! | why it ended                         | close code                             |
+//! |--------------------------------------|----------------------------------------|
+//! | no valid `name` cookie               | 4001 "Invalid user"                    |
+//! | the backend is shutting down         | 1001 (going away)                      |
+//! | its queue overflowed (too slow)      | 1008 (policy)                          |
+//! | a message over [`MAX_MESSAGE_BYTES`] | 1009 (too big)                         |
+//! | the client closed or vanished        | none (the protocol layer answers)      |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +57,7 @@ const INVALID_USER: (u16, &str) = (4001, "Invalid user");
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// Waits for hyper to finish the upgrade, then runs the session for `user`,
+/// Waits for hyper to finish the upgrade, then chats as `user`,
 /// or turns the client away with close code 4001 when there is no valid user.
 pub(crate) async fn run(backend: Arc<Backend>, on_upgrade: OnUpgrade, user: Option<User>) {
     let upgraded = match timeout(UPGRADE_TIMEOUT, on_upgrade).await {
@@ -94,7 +94,7 @@ async fn refuse(socket: Socket, frame: CloseFrame) {
     close(&mut sink, &mut stream, frame).await;
 }
 
-/// How a session ended, which decides the close frame it sends.
+/// How a client's connection ended, which decides the close frame it sends.
 #[derive(Debug)]
 enum Ending {
     Shutdown,
@@ -125,7 +125,7 @@ async fn chat(room: &Room, shutdown: &CancellationToken, socket: Socket, user: U
         ending = read_loop(&mut stream, room, member) => ending,
     };
     room.leave(member);
-    debug!(user.id, user.name = %user.name, ?ending, "WebSocket session ended");
+    debug!(user.id, user.name = %user.name, ?ending, "WebSocket client ended");
     if let Some(frame) = ending.close_frame() {
         close(&mut sink, &mut stream, frame).await;
     }
