@@ -1,7 +1,7 @@
 //! Test fixtures: proxies started from TOML on port 0, real backends, a test
 //! certificate authority, and clients. Every wait is bounded by [`within`].
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -356,15 +356,11 @@ async fn ws_echo(
                     return;
                 }
             }
-            Message::Close(frame) => {
-                if let Some(frame) = &frame {
-                    closes
-                        .lock()
-                        .unwrap()
-                        .push((u16::from(frame.code), frame.reason.to_string()));
-                }
-                // tungstenite answers the close itself.
-            }
+            // tungstenite answers the close itself.
+            Message::Close(Some(frame)) => closes
+                .lock()
+                .unwrap()
+                .push((u16::from(frame.code), frame.reason.to_string())),
             _ => {}
         }
     }

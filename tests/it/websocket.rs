@@ -65,15 +65,10 @@ where
     within(ws.send(Message::Ping(b"are you there".to_vec().into())))
         .await
         .unwrap();
-    loop {
-        match within(ws.next()).await {
-            Some(Ok(Message::Pong(payload))) => {
-                assert_eq!(&payload[..], b"are you there");
-                break;
-            }
-            Some(Ok(other)) => panic!("expected a pong, got {other:?}"),
-            other => panic!("tunnel failed: {other:?}"),
-        }
+    match within(ws.next()).await {
+        Some(Ok(Message::Pong(payload))) => assert_eq!(&payload[..], b"are you there"),
+        Some(Ok(other)) => panic!("expected a pong, got {other:?}"),
+        other => panic!("tunnel failed: {other:?}"),
     }
 }
 
