@@ -36,6 +36,8 @@ enum Command {
         #[arg(long, default_value_t = 8443)]
         tls_port: u16,
     },
+    /// WebSocket load tool: point it at any ws:// or wss:// URL.
+    Bench(switchyard::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,10 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string())
             })
         }
+        Command::Bench(args) => match runtime() {
+            Some(runtime) => runtime.block_on(switchyard::bench::run_cli(args)),
+            None => ExitCode::FAILURE,
+        },
         Command::Demo { port, tls_port } => {
             switchyard::telemetry::init(LogFormat::Text);
             block_on(async {
