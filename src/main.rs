@@ -89,17 +89,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// Run `job` on a multi-threaded runtime; report its error and exit 1.
-fn block_on(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// A multi-threaded runtime, one worker per core.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime,
+        Ok(runtime) => Some(runtime),
         Err(e) => {
             eprintln!("switchyard: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+/// Run `job` on the runtime; report its error and exit 1.
+fn block_on(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(job) {
         Ok(()) => ExitCode::SUCCESS,
