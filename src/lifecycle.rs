@@ -92,8 +92,9 @@ impl Proxy {
 
     /// Re-read the route file this proxy was started from.
     pub async fn reload(&self) -> Result<ReloadReport, RunError> {
+        let started = Instant::now();
         let path = self.state.current().config.path.clone();
-        self.reload_with(Config::load(&path)).await
+        self.apply(Config::load(&path), started).await
     }
 
     /// Put a new configuration in force (or keep the old one on error).
@@ -101,7 +102,14 @@ impl Proxy {
         &self,
         next: Result<Config, ConfigErrors>,
     ) -> Result<ReloadReport, RunError> {
-        let started = Instant::now();
+        self.apply(next, Instant::now()).await
+    }
+
+    async fn apply(
+        &self,
+        next: Result<Config, ConfigErrors>,
+        started: Instant,
+    ) -> Result<ReloadReport, RunError> {
         let mut inner = self.inner.lock().await;
         let current = self.state.current();
         let result = self.swap(&mut inner, &current, next, started).await;
