@@ -2,7 +2,6 @@
 //! and upstream changes, an invalid file, listeners added and removed.
 
 use crate::common::*;
-use futures_util::SinkExt;
 use http::StatusCode;
 use std::time::Duration;
 use switchyard::config::Config;
