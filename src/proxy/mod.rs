@@ -143,7 +143,10 @@ fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if matches!(error, ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }) {
+    if matches!(
+        error,
+        ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }
+    ) {
         // After a malformed request the connection cannot be trusted.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
