@@ -215,26 +215,43 @@ impl Proxy {
 
 /// Serve `config` until SIGTERM or SIGINT, reloading on SIGHUP.
 pub async fn run(config: Config) -> Result<(), RunError> {
-    Proxy::start(config).await?.run_until_stopped().await
+    // Signals are caught before the first listener is announced, so a
+    // supervisor that signals as soon as it sees `listening on` is heard.
+    let signals = Signals::install()?;
+    Proxy::start(config).await?.run_until_stopped(signals).await
+}
+
+/// The signals a running proxy answers.
+pub struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Signals, RunError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hangup: signal(SignalKind::hangup()).map_err(RunError::Signals)?,
+            terminate: signal(SignalKind::terminate()).map_err(RunError::Signals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(RunError::Signals)?,
+        })
+    }
 }
 
 impl Proxy {
     /// Serve until SIGTERM or SIGINT, reloading on SIGHUP, then drain.
-    pub async fn run_until_stopped(self) -> Result<(), RunError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    pub async fn run_until_stopped(self, mut signals: Signals) -> Result<(), RunError> {
         loop {
             tokio::select! {
-                _ = hangup.recv() => {
+                _ = signals.hangup.recv() => {
                     match self.reload().await {
                         Ok(report) => tracing::info!("configuration reloaded: {report}"),
                         Err(error) => log_reload_failure(&error),
                     }
                 }
-                _ = terminate.recv() => break,
-                _ = interrupt.recv() => break,
+                _ = signals.terminate.recv() => break,
+                _ = signals.interrupt.recv() => break,
             }
         }
         tracing::info!("stop signal received");

@@ -46,11 +46,11 @@ fn main() -> ExitCode {
         Command::Validate { config } => match Config::load(&config) {
             Ok(loaded) => {
                 println!(
-                    "{}: ok ({} listeners, {} upstreams, {} routes)",
+                    "{}: ok ({}, {}, {})",
                     config.display(),
-                    loaded.listeners.len(),
-                    loaded.upstreams.len(),
-                    loaded.routes.len()
+                    count(loaded.listeners.len(), "listener"),
+                    count(loaded.upstreams.len(), "upstream"),
+                    count(loaded.routes.len(), "route")
                 );
                 ExitCode::SUCCESS
             }
@@ -114,5 +114,14 @@ fn block_on(job: impl std::future::Future<Output = Result<(), String>>) -> ExitC
             eprintln!("switchyard: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `1 route`, `2 routes`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }

@@ -173,6 +173,16 @@ where
     }
 }
 
+/// Early bytes come as a view into the HTTP parser's read buffer (8 KiB or
+/// more); copy the few that matter so that buffer is freed.
+fn detach(early: Bytes) -> Bytes {
+    if early.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&early)
+    }
+}
+
 /// Both directions of a tunnel, polled as one future.
 pub struct Splice<A, B> {
     client: A,
@@ -215,11 +225,11 @@ where
             client,
             upstream,
             up: Flow {
-                pending: client_early,
+                pending: detach(client_early),
                 ..Flow::default()
             },
             down: Flow {
-                pending: upstream_early,
+                pending: detach(upstream_early),
                 ..Flow::default()
             },
             last_activity: Instant::now(),

@@ -12,7 +12,7 @@ pub mod chat;
 
 use crate::config::{Config, Scheme};
 use crate::error::RunError;
-use crate::lifecycle::Proxy;
+use crate::lifecycle::{Proxy, Signals};
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +48,7 @@ pub async fn run(port: u16, tls_port: u16) -> Result<(), DemoError> {
         &route_file,
         route_file_text(port, tls_port, &backend_addr.to_string()),
     )?;
+    let signals = Signals::install()?;
     let proxy = Proxy::start(Config::load(&route_file)?).await?;
 
     println!();
@@ -71,7 +72,7 @@ pub async fn run(port: u16, tls_port: u16) -> Result<(), DemoError> {
     println!("  Press Ctrl-C to stop.");
     println!();
 
-    let result = proxy.run_until_stopped().await;
+    let result = proxy.run_until_stopped(signals).await;
     stop_backend.cancel();
     let _ = chat.await;
     Ok(result?)
