@@ -1,5 +1,15 @@
 //! The `switchyard` command line. Everything else lives in the library.
 
+/// jemalloc, tuned to give memory back: a burst of handshakes uses parser
+/// buffers that idle tunnels no longer need, and a background thread returns
+/// those pages to the system after a second instead of keeping them.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Read by jemalloc before `main` (see jemalloc's `malloc_conf`).
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
