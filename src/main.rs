@@ -28,13 +28,23 @@ enum Command {
     /// Serve the route file until SIGTERM/SIGINT; SIGHUP reloads it.
     Run {
         /// The route file.
-        #[arg(short = 'c', long = "config", default_value = "switchyard.toml")]
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "FILE",
+            default_value = "switchyard.toml"
+        )]
         config: PathBuf,
     },
     /// Check a route file like `nginx -t`: exit 0 if valid, 1 if not.
     Validate {
         /// The route file.
-        #[arg(short = 'c', long = "config", default_value = "switchyard.toml")]
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "FILE",
+            default_value = "switchyard.toml"
+        )]
         config: PathBuf,
     },
     /// The built-in demo: a chat room behind the proxy, no files needed.

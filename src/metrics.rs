@@ -132,7 +132,7 @@ impl Metrics {
         let client_connections = Family::default();
         registry.register(
             "client_connections",
-            "Open client connections, by listener (upgraded ones included)",
+            "Open client connections speaking HTTP, by listener (upgraded ones count in tunnels_open)",
             client_connections.clone(),
         );
         let tunnels_open = Family::default();
