@@ -289,6 +289,7 @@ fn suite() -> Result<(), String> {
             .join(", "),
     );
     let started = Instant::now();
+    let load_before = procfs::load_average();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -340,18 +341,22 @@ fn suite() -> Result<(), String> {
         workloads: &settings.workloads,
         targets: &kinds,
     };
+    let load = format!(
+        "{load_before} at the start, {} at the end",
+        procfs::load_average()
+    );
     let command = format!(
         "BENCH_ROUNDS={} BENCH_SECONDS={} cargo bench --bench proxies",
         settings.rounds, settings.seconds
     );
-    let text = document(
-        &results,
-        &settings,
-        &versions,
-        &skipped,
-        &command,
-        started.elapsed(),
-    );
+    let run = Run {
+        versions: &versions,
+        skipped: &skipped,
+        command: &command,
+        load: &load,
+        took: started.elapsed(),
+    };
+    let text = document(&results, &settings, &run);
     println!("\n{text}");
     let out = target_dir(&binary).join("bench-results.md");
     std::fs::write(&out, &text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
@@ -369,23 +374,26 @@ fn progress(done: usize, total: usize, s: &Sample, took: Duration) -> String {
         w.name(),
         s.target.name()
     );
+    let fixed = |v: Option<f64>, scale: f64, digits: usize| {
+        v.map_or("—".to_string(), |v| format!("{:.*}", digits, v / scale))
+    };
     if let Some(h) = &s.hold {
         line.push_str(&format!(
-            " held {:>5}  {:>6} KiB/tunnel  echo p99 {:.2} ms @1k, {:.2} ms @all",
+            " held {:>5}  {:>5} KiB/tunnel  echo p99 {} ms @1k, {} ms @all",
             h.tunnels_held,
-            h.kib_per_tunnel().map_or("—".into(), |k| format!("{k:.1}")),
-            h.p99_1k_us.unwrap_or(f64::NAN) / 1e3,
-            h.p99_full_us.unwrap_or(f64::NAN) / 1e3,
+            fixed(h.kib_per_tunnel(), 1.0, 1),
+            fixed(h.p99_1k_us, 1e3, 2),
+            fixed(h.p99_full_us, 1e3, 2),
         ));
     } else {
         line.push_str(&format!(
-            " {:>10.1} {:<5}  p99 {:>7.2} ms  proxy {:>7} {}  backend {:>6.2}",
-            s.rate.unwrap_or(f64::NAN),
+            " {:>10} {:<5}  p99 {:>6} ms  proxy {:>7} {:<6}  backend {:>6}",
+            fixed(s.rate, 1.0, 1),
             w.rate_unit(),
-            s.p99_us.unwrap_or(f64::NAN) / 1e3,
-            s.proxy_cpu.map_or("—".into(), |c| format!("{c:.2}")),
+            fixed(s.p99_us, 1e3, 2),
+            fixed(s.proxy_cpu, 1.0, 2),
             w.cpu_unit(),
-            s.backend_cpu.unwrap_or(f64::NAN),
+            fixed(s.backend_cpu, 1.0, 2),
         ));
     }
     line.push_str(&format!(
@@ -399,25 +407,29 @@ fn progress(done: usize, total: usize, s: &Sample, took: Duration) -> String {
     line
 }
 
-fn document(
-    results: &report::Results,
-    settings: &Settings,
-    versions: &[String],
-    skipped: &[String],
-    command: &str,
+/// What the report says about the run itself.
+struct Run<'a> {
+    versions: &'a [String],
+    skipped: &'a [String],
+    command: &'a str,
+    load: &'a str,
     took: Duration,
-) -> String {
+}
+
+fn document(results: &report::Results, settings: &Settings, run: &Run) -> String {
     let mut out = String::from("## Switchyard vs nginx vs HAProxy\n\n");
     out.push_str(&format!(
-        "- Date: {}\n- Machine: {}\n- Command: `{command}` ({} rounds × {} s per measurement, {:.1} min)\n- Versions: {}\n",
+        "- Date: {}\n- Machine: {}; load average {}\n- Command: `{}` ({} rounds × {} s per measurement, {:.1} min)\n- Versions: {}\n",
         now_utc(),
         procfs::machine(),
+        run.load,
+        run.command,
         settings.rounds,
         settings.seconds,
-        took.as_secs_f64() / 60.0,
-        versions.join("; "),
+        run.took.as_secs_f64() / 60.0,
+        run.versions.join("; "),
     ));
-    for s in skipped {
+    for s in run.skipped {
         out.push_str(&format!("- Note: {s}\n"));
     }
     out.push_str(

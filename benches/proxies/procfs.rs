@@ -98,3 +98,11 @@ pub fn machine() -> String {
         kernel.trim()
     )
 }
+
+/// The 1-minute load average, to show how busy the machine was.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
