@@ -1,0 +1,271 @@
+//! The backend every target forwards to: this same bench binary re-executed
+//! as `proxies --backend ADDR`. A deliberately small server on a two-thread
+//! tokio runtime:
+//!
+//! - `GET /__stats` answers `open N total M` (WebSocket connections open now
+//!   and ever accepted), so the harness can see tunnels arrive and leave;
+//! - a WebSocket upgrade becomes an echo connection (tokio-tungstenite);
+//! - any other request gets a fixed 13-byte body over keep-alive.
+//!
+//! Requests are parsed by hand (GET without a body only), which keeps the
+//! backend's CPU per request well below a proxy's: the `direct` rows show
+//! its ceiling.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+const BODY: &str = "Hello, world\n";
+const MAX_HEAD: usize = 16 << 10;
+
+#[derive(Default)]
+struct Counters {
+    open: AtomicU64,
+    total: AtomicU64,
+    connections: AtomicU64,
+}
+
+/// Decrements the open count when an echo connection ends.
+struct OpenGuard(Arc<Counters>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Entry point of `--backend ADDR`.
+pub fn main(addr: &str) -> ExitCode {
+    let addr: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("backend: bad address {addr:?}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("backend: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(addr)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("backend: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(4096)?;
+    let counters = Arc::new(Counters::default());
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                counters.connections.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(connection(stream, counters.clone()));
+            }
+            // Out of files or similar: back off instead of spinning.
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// What the backend needs from one request head.
+struct Head {
+    upgrade: bool,
+    key: Option<String>,
+    close: bool,
+    has_body: bool,
+    stats: bool,
+}
+
+fn parse_head(head: &[u8]) -> Option<Head> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let _method = request_line.next()?;
+    let path = request_line.next()?;
+    let mut parsed = Head {
+        upgrade: false,
+        key: None,
+        close: false,
+        has_body: false,
+        stats: path == "/__stats",
+    };
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("upgrade") {
+            parsed.upgrade = value.eq_ignore_ascii_case("websocket");
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            parsed.key = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("connection") {
+            parsed.close |= value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        } else if name.eq_ignore_ascii_case("content-length") {
+            parsed.has_body |= value != "0";
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            parsed.has_body = true;
+        }
+    }
+    Some(parsed)
+}
+
+async fn connection(mut stream: TcpStream, counters: Arc<Counters>) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(2048);
+    let mut out = Vec::with_capacity(256);
+    loop {
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        // Answer every complete request in the buffer with one write.
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head_bytes = buf.split_to(end + 4);
+            let Some(head) = parse_head(&head_bytes) else {
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                return;
+            };
+            if head.has_body {
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                return;
+            }
+            if let (true, Some(key)) = (head.upgrade, &head.key) {
+                if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                    return;
+                }
+                let response = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                     connection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
+                    derive_accept_key(key.as_bytes())
+                );
+                if stream.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+                echo(stream, buf.to_vec(), counters).await;
+                return;
+            }
+            if head.stats {
+                let body = format!(
+                    "open {} total {} connections {}\n",
+                    counters.open.load(Ordering::Relaxed),
+                    counters.total.load(Ordering::Relaxed),
+                    counters.connections.load(Ordering::Relaxed)
+                );
+                out.extend_from_slice(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            } else {
+                out.extend_from_slice(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 13\r\n\r\n",
+                );
+                out.extend_from_slice(BODY.as_bytes());
+            }
+            if head.close {
+                let _ = stream.write_all(&out).await;
+                return;
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if buf.len() > MAX_HEAD {
+            return;
+        }
+    }
+}
+
+/// Echoes text and binary messages until the client closes.
+async fn echo(stream: TcpStream, already_read: Vec<u8>, counters: Arc<Counters>) {
+    counters.open.fetch_add(1, Ordering::Relaxed);
+    counters.total.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(counters);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 << 10)
+        .write_buffer_size(0)
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20));
+    let mut ws =
+        WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(config))
+            .await;
+    while let Some(message) = ws.next().await {
+        match message {
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                if ws.send(m).await.is_err() {
+                    return;
+                }
+            }
+            // Pings are answered and Close is echoed by tungstenite itself
+            // on the next read; keep reading until the stream ends.
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The backend's counters as seen by the harness.
+#[derive(Clone, Copy, Debug)]
+pub struct Counts {
+    /// WebSocket connections open now.
+    pub open: u64,
+    /// TCP connections ever accepted (HTTP and WebSocket).
+    pub connections: u64,
+}
+
+/// Asks the backend at `addr` for its counters with a plain blocking GET
+/// (harness side).
+pub fn counts(addr: SocketAddr) -> Result<Counts, String> {
+    let fail = |e: std::io::Error| format!("asking the backend at {addr} for its counts: {e}");
+    let mut stream = StdTcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(fail)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(fail)?;
+    stream
+        .write_all(b"GET /__stats HTTP/1.1\r\nhost: backend\r\nconnection: close\r\n\r\n")
+        .map_err(fail)?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).map_err(fail)?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let words: Vec<&str> = body.split_whitespace().collect();
+    match words.as_slice() {
+        ["open", open, "total", _, "connections", conns] => match (open.parse(), conns.parse()) {
+            (Ok(open), Ok(connections)) => Ok(Counts { open, connections }),
+            _ => Err(format!("the backend's counts are unreadable: {body:?}")),
+        },
+        _ => Err(format!("the backend's counts are unreadable: {body:?}")),
+    }
+}

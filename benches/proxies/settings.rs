@@ -1,0 +1,216 @@
+//! What a run measures: the workloads, the targets, and the knobs read from
+//! the environment (`BENCH_ROUNDS`, `BENCH_SECONDS`, `BENCH_ONLY`,
+//! `BENCH_TARGETS`).
+
+use std::fmt;
+
+/// One kind of load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Workload {
+    /// Small HTTP GETs over keep-alive connections (wrk, else `switchyard bench http`).
+    Http,
+    /// WebSocket echo: 64 connections, 64-byte messages, one in flight each.
+    Echo,
+    /// WebSocket bulk: 4 connections streaming 64 KiB messages both ways.
+    Bulk,
+    /// WebSocket handshakes per second over ws://.
+    HandshakeWs,
+    /// WebSocket handshakes per second over wss:// (TLS ends at the proxy).
+    HandshakeWss,
+    /// 9,500 idle tunnels held: memory per tunnel, echo p99 at 1,000 and 9,500.
+    Hold,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 6] = [
+        Workload::Http,
+        Workload::Echo,
+        Workload::Bulk,
+        Workload::HandshakeWs,
+        Workload::HandshakeWss,
+        Workload::Hold,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Http => "http",
+            Workload::Echo => "echo",
+            Workload::Bulk => "bulk",
+            Workload::HandshakeWs => "handshake-ws",
+            Workload::HandshakeWss => "handshake-wss",
+            Workload::Hold => "hold",
+        }
+    }
+
+    /// The row label in the results table.
+    pub fn title(self) -> &'static str {
+        match self {
+            Workload::Http => "HTTP GET (small body, keep-alive)",
+            Workload::Echo => "WS echo 64 conns × 64 B",
+            Workload::Bulk => "WS bulk 4 conns × 64 KiB",
+            Workload::HandshakeWs => "WS handshakes ws://",
+            Workload::HandshakeWss => "WS handshakes wss://",
+            Workload::Hold => "9,500 held tunnels",
+        }
+    }
+
+    /// Unit of the throughput column.
+    pub fn rate_unit(self) -> &'static str {
+        match self {
+            Workload::Http => "req/s",
+            Workload::Echo => "msg/s",
+            Workload::Bulk => "MB/s",
+            Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
+            Workload::Hold => "",
+        }
+    }
+
+    /// Unit of the CPU-per-operation column.
+    pub fn cpu_unit(self) -> &'static str {
+        match self {
+            Workload::Http => "µs/req",
+            Workload::Echo => "µs/msg",
+            Workload::Bulk => "ms/MB",
+            Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
+            Workload::Hold => "",
+        }
+    }
+
+    fn parse(word: &str) -> Result<Vec<Workload>, String> {
+        Ok(match word {
+            "http" => vec![Workload::Http],
+            "echo" => vec![Workload::Echo],
+            "bulk" => vec![Workload::Bulk],
+            "handshake" => vec![Workload::HandshakeWs, Workload::HandshakeWss],
+            "handshake-ws" => vec![Workload::HandshakeWs],
+            "handshake-wss" => vec![Workload::HandshakeWss],
+            "hold" => vec![Workload::Hold],
+            other => {
+                return Err(format!(
+                    "unknown workload {other:?} (http, echo, bulk, handshake, \
+                     handshake-ws, handshake-wss, hold)"
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where the load goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TargetKind {
+    /// Straight to the backend: the ceiling of client plus backend.
+    Direct,
+    Switchyard,
+    Nginx,
+    Haproxy,
+}
+
+impl TargetKind {
+    pub const ALL: [TargetKind; 4] = [
+        TargetKind::Direct,
+        TargetKind::Switchyard,
+        TargetKind::Nginx,
+        TargetKind::Haproxy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Direct => "direct",
+            TargetKind::Switchyard => "switchyard",
+            TargetKind::Nginx => "nginx",
+            TargetKind::Haproxy => "haproxy",
+        }
+    }
+
+    pub fn is_proxy(self) -> bool {
+        self != TargetKind::Direct
+    }
+
+    fn parse(word: &str) -> Result<TargetKind, String> {
+        TargetKind::ALL
+            .into_iter()
+            .find(|t| t.name() == word)
+            .ok_or_else(|| format!("unknown target {word:?} (direct, switchyard, nginx, haproxy)"))
+    }
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The run's knobs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub rounds: usize,
+    /// Length of each measurement, in seconds.
+    pub seconds: u64,
+    pub workloads: Vec<Workload>,
+    pub targets: Vec<TargetKind>,
+}
+
+impl Settings {
+    /// Reads the knobs from the environment; a malformed value is an error.
+    pub fn from_env() -> Result<Settings, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let rounds = match var("BENCH_ROUNDS") {
+            Some(v) => parse_count("BENCH_ROUNDS", &v, 1, 100)?,
+            None => 3,
+        };
+        let seconds = match var("BENCH_SECONDS") {
+            Some(v) => parse_count("BENCH_SECONDS", &v, 1, 600)? as u64,
+            None => 5,
+        };
+        let mut workloads = match var("BENCH_ONLY") {
+            Some(v) => {
+                let mut all = Vec::new();
+                for word in words(&v) {
+                    all.extend(Workload::parse(&word).map_err(|e| format!("BENCH_ONLY: {e}"))?);
+                }
+                all
+            }
+            None => Workload::ALL.to_vec(),
+        };
+        workloads.sort();
+        workloads.dedup();
+        let mut targets = match var("BENCH_TARGETS") {
+            Some(v) => words(&v)
+                .map(|w| TargetKind::parse(&w).map_err(|e| format!("BENCH_TARGETS: {e}")))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => TargetKind::ALL.to_vec(),
+        };
+        targets.sort();
+        targets.dedup();
+        if workloads.is_empty() || targets.is_empty() {
+            return Err("BENCH_ONLY and BENCH_TARGETS must each name at least one item".into());
+        }
+        Ok(Settings {
+            rounds,
+            seconds,
+            workloads,
+            targets,
+        })
+    }
+}
+
+fn words(list: &str) -> impl Iterator<Item = String> + '_ {
+    list.split(',')
+        .map(|w| w.trim().to_ascii_lowercase())
+        .filter(|w| !w.is_empty())
+}
+
+fn parse_count(name: &str, value: &str, min: usize, max: usize) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{name}={value:?}: expected a whole number from {min} to {max}"
+        )),
+    }
+}

@@ -1,0 +1,384 @@
+//! Running one measurement: the load tool (`switchyard bench MODE URL
+//! --json`, a separate process) or wrk, with the proxy's and the backend's
+//! CPU time read before and after. The hold workload lives in [`super::hold`].
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use switchyard::bench::Report;
+
+use super::backend;
+use super::process::Guard;
+use super::procfs;
+use super::settings::{TargetKind, Workload};
+use super::targets::{Memory, Target};
+
+/// Memory and latency figures of one hold measurement.
+#[derive(Clone, Debug, Default)]
+pub struct HoldSample {
+    pub tunnels_wanted: u64,
+    /// Tunnels open at the backend once both hold clients were done opening.
+    pub tunnels_held: u64,
+    /// Still open after the second echo run.
+    pub tunnels_survived: u64,
+    pub before: Option<Memory>,
+    pub at_1k: Option<Memory>,
+    pub at_full: Option<Memory>,
+    /// After the clients went away and the tunnels closed.
+    pub released: Option<Memory>,
+    pub p99_1k_us: Option<f64>,
+    pub p99_full_us: Option<f64>,
+}
+
+impl HoldSample {
+    /// Growth per held tunnel, KiB (proxies only).
+    pub fn kib_per_tunnel(&self) -> Option<f64> {
+        let (before, full) = (self.before?, self.at_full?);
+        (self.tunnels_held > 0)
+            .then(|| (full.kib as f64 - before.kib as f64) / self.tunnels_held as f64)
+    }
+}
+
+/// What one measurement gave.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub round: usize,
+    pub workload: Workload,
+    pub target: TargetKind,
+    /// Throughput in the workload's unit (req/s, msg/s, MB/s, hs/s).
+    pub rate: Option<f64>,
+    pub p99_us: Option<f64>,
+    /// The proxy's CPU per operation (µs per op, ms per MB for bulk).
+    pub proxy_cpu: Option<f64>,
+    /// The backend's CPU per operation, same unit.
+    pub backend_cpu: Option<f64>,
+    pub errors: u64,
+    pub notes: Vec<String>,
+    pub hold: Option<HoldSample>,
+}
+
+impl Sample {
+    pub fn new(round: usize, workload: Workload, target: TargetKind) -> Sample {
+        Sample {
+            round,
+            workload,
+            target,
+            rate: None,
+            p99_us: None,
+            proxy_cpu: None,
+            backend_cpu: None,
+            errors: 0,
+            notes: Vec::new(),
+            hold: None,
+        }
+    }
+}
+
+/// What every measurement needs.
+pub struct Runner {
+    /// The switchyard binary (its `bench` subcommand is the load tool).
+    pub tool: PathBuf,
+    pub wrk: Option<PathBuf>,
+    pub dir: PathBuf,
+    pub seconds: u64,
+    pub ca: PathBuf,
+    pub backend_pid: u32,
+    pub backend: std::net::SocketAddr,
+    /// Connections the hold workload holds in all.
+    pub hold_tunnels: u64,
+    runs: std::cell::Cell<u64>,
+}
+
+impl Runner {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tool: PathBuf,
+        wrk: Option<PathBuf>,
+        dir: PathBuf,
+        seconds: u64,
+        ca: PathBuf,
+        backend_pid: u32,
+        backend: std::net::SocketAddr,
+        hold_tunnels: u64,
+    ) -> Runner {
+        Runner {
+            tool,
+            wrk,
+            dir,
+            seconds,
+            ca,
+            backend_pid,
+            backend,
+            hold_tunnels,
+            runs: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Fresh log and output file names for one client process.
+    fn files(&self, label: &str) -> (PathBuf, PathBuf) {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let base = self.dir.join("clients");
+        let _ = std::fs::create_dir_all(&base);
+        (
+            base.join(format!("{n:04}-{label}.log")),
+            base.join(format!("{n:04}-{label}.out")),
+        )
+    }
+
+    /// Starts the load tool in the background (for hold).
+    pub fn spawn_tool(&self, label: &str, args: &[String]) -> Result<(Guard, PathBuf), String> {
+        let (log, out) = self.files(label);
+        let mut command = Command::new(&self.tool);
+        command.arg("bench").args(args).arg("--json");
+        let guard = Guard::spawn(&format!("load tool ({label})"), command, &log, Some(&out))?;
+        Ok((guard, out))
+    }
+
+    /// Runs the load tool to completion and parses its JSON report.
+    pub fn tool(&self, label: &str, args: &[String]) -> Result<Report, String> {
+        let (mut guard, out) = self.spawn_tool(label, args)?;
+        let limit = Duration::from_secs(self.seconds * 4 + 60);
+        guard.wait(limit)?;
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "the load tool gave no readable report ({e}); its log {} ends with:\n    {}",
+                guard.log.display(),
+                guard.log_tail()
+            )
+        })
+    }
+
+    /// Echo 64 connections × 64 B for the configured time.
+    pub fn echo(&self, url: &str) -> Result<Report, String> {
+        self.tool(
+            "echo",
+            &args(&["echo", url, "-c", "64", "-s", "64", "-d", &self.secs()]),
+        )
+    }
+
+    fn secs(&self) -> String {
+        format!("{}s", self.seconds)
+    }
+
+    /// One measurement of a throughput workload against `target`.
+    pub fn measure(
+        &self,
+        round: usize,
+        workload: Workload,
+        target: &mut Target,
+    ) -> Result<Sample, String> {
+        let mut sample = Sample::new(round, workload, target.kind);
+        target.ensure_running()?;
+        let proxy_before = target.cpu_time();
+        let backend_before = procfs::cpu_time(self.backend_pid);
+        let conns_before = backend::counts(self.backend)?.connections;
+        let secs = self.secs();
+        // What CPU time is divided by: operations, or MB sent for bulk.
+        let divisor = match workload {
+            Workload::Http => match &self.wrk {
+                Some(wrk) => {
+                    let w = self.wrk(wrk, &target.http_url())?;
+                    sample.rate = Some(w.rate);
+                    sample.p99_us = w.p99_us;
+                    sample.errors = w.errors;
+                    w.requests as f64
+                }
+                None => {
+                    let r = self.tool(
+                        "http",
+                        &args(&["http", &target.http_url(), "-c", "64", "-d", &secs]),
+                    )?;
+                    let bad: u64 = r
+                        .http_status
+                        .iter()
+                        .filter(|(code, _)| !(200..300).contains(*code))
+                        .map(|(_, n)| n)
+                        .sum();
+                    self.fill(&mut sample, &r, r.ops_per_sec);
+                    sample.errors += bad;
+                    r.ops as f64
+                }
+            },
+            Workload::Echo => {
+                let r = self.echo(&target.ws_url())?;
+                self.fill(&mut sample, &r, r.ops_per_sec);
+                r.ops as f64
+            }
+            Workload::Bulk => {
+                let r = self.tool(
+                    "bulk",
+                    &args(&[
+                        "bulk",
+                        &target.ws_url(),
+                        "-c",
+                        "4",
+                        "-s",
+                        "64KiB",
+                        "-d",
+                        &secs,
+                    ]),
+                )?;
+                self.fill(&mut sample, &r, r.sent_mb_per_sec);
+                r.bytes_sent as f64 / 1e6
+            }
+            Workload::HandshakeWs | Workload::HandshakeWss => {
+                let url = if workload == Workload::HandshakeWss {
+                    target
+                        .wss_url()
+                        .ok_or_else(|| format!("{} has no wss:// port", target.kind))?
+                } else {
+                    target.ws_url()
+                };
+                let ca = self.ca.display().to_string();
+                let mut a = args(&[
+                    "handshake",
+                    &url,
+                    "-c",
+                    "32",
+                    "-d",
+                    &secs,
+                    "--source-addrs",
+                    "8",
+                ]);
+                if workload == Workload::HandshakeWss {
+                    a.extend(args(&["--ca", &ca]));
+                }
+                let r = self.tool(workload.name(), &a)?;
+                self.fill(&mut sample, &r, r.ops_per_sec);
+                r.ops as f64
+            }
+            Workload::Hold => return Err("hold is measured by hold::measure".into()),
+        };
+        // µs per operation; ms per MB for bulk.
+        let scale = if workload == Workload::Bulk { 1e3 } else { 1e6 };
+        let per_op = |spent: Option<Duration>| {
+            spent
+                .filter(|_| divisor > 0.0)
+                .map(|d| d.as_secs_f64() * scale / divisor)
+        };
+        sample.proxy_cpu = per_op(
+            proxy_before
+                .zip(target.cpu_time())
+                .map(|(a, b)| b.saturating_sub(a)),
+        );
+        sample.backend_cpu = per_op(
+            backend_before
+                .zip(procfs::cpu_time(self.backend_pid))
+                .map(|(a, b)| b.saturating_sub(a)),
+        );
+        // Less one: the query itself.
+        let opened = (backend::counts(self.backend)?.connections - conns_before).saturating_sub(1);
+        if workload == Workload::Http {
+            sample
+                .notes
+                .push(format!("{opened} connections to the backend"));
+        }
+        target.ensure_running()?;
+        Ok(sample)
+    }
+
+    fn fill(&self, sample: &mut Sample, r: &Report, rate: f64) {
+        sample.rate = Some(rate);
+        sample.p99_us = r.latency.as_ref().map(|l| l.p99_us);
+        sample.errors = r.errors.total();
+        sample.notes.extend(r.error_samples.values().cloned());
+    }
+
+    fn wrk(&self, wrk: &Path, url: &str) -> Result<WrkResult, String> {
+        let (log, out) = self.files("wrk");
+        let mut command = Command::new(wrk);
+        command
+            .args(["-t2", "-c64", "--latency", "-d"])
+            .arg(self.secs())
+            .arg(url);
+        let mut guard = Guard::spawn("wrk", command, &log, Some(&out))?;
+        guard.wait(Duration::from_secs(self.seconds * 2 + 30))?;
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        parse_wrk(&text).ok_or_else(|| {
+            format!(
+                "unreadable wrk output in {}:\n{text}\n{}",
+                out.display(),
+                guard.log_tail()
+            )
+        })
+    }
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// What wrk printed.
+#[derive(Debug, PartialEq)]
+pub struct WrkResult {
+    pub requests: u64,
+    pub rate: f64,
+    pub p99_us: Option<f64>,
+    pub errors: u64,
+}
+
+/// Parses wrk's `--latency` output.
+pub fn parse_wrk(text: &str) -> Option<WrkResult> {
+    let mut result = WrkResult {
+        requests: 0,
+        rate: f64::NAN,
+        p99_us: None,
+        errors: 0,
+    };
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", rate] => result.rate = rate.parse().ok()?,
+            ["99%", value] => result.p99_us = parse_wrk_time(value),
+            [n, "requests", "in", ..] => result.requests = n.parse().ok()?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => result.errors += n.parse::<u64>().ok()?,
+            ["Socket", "errors:", rest @ ..] => {
+                // connect 0, read 0, write 0, timeout 0
+                result.errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    result.rate.is_finite().then_some(result)
+}
+
+/// `812.00us`, `1.23ms`, `2.01s`, `1.50m` → microseconds.
+fn parse_wrk_time(value: &str) -> Option<f64> {
+    let split = value.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = value.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let scale = match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        _ => return None,
+    };
+    Some(num * scale)
+}
+
+/// A check of the wrk parser, run by `cargo test --benches`.
+pub fn self_check() -> Result<(), String> {
+    let text = "Running 5s test @ http://127.0.0.1:1/\n  2 threads and 64 connections\n\
+        \x20 Latency Distribution\n     50%  500.00us\n     99%    2.50ms\n\
+        \x20 123456 requests in 5.00s, 12.34MB read\n\
+        \x20 Socket errors: connect 1, read 2, write 0, timeout 3\n\
+        \x20 Non-2xx or 3xx responses: 4\nRequests/sec:  24691.20\nTransfer/sec: 2MB\n";
+    let expected = WrkResult {
+        requests: 123456,
+        rate: 24691.2,
+        p99_us: Some(2500.0),
+        errors: 10,
+    };
+    match parse_wrk(text) {
+        Some(r) if r == expected => Ok(()),
+        other => Err(format!("parse_wrk: expected {expected:?}, got {other:?}")),
+    }
+}
