@@ -8,6 +8,7 @@
 //! [`RequestBody`] is what goes to an upstream: the client's body, or nothing.
 
 use crate::access;
+use crate::proxy::pool::Reuse;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -34,7 +35,8 @@ pub struct ResponseBody {
 enum Kind {
     Empty,
     Text(Option<Bytes>),
-    Upstream(Incoming),
+    /// An upstream's body, and its connection to give back at the end.
+    Upstream(Incoming, Option<Reuse>),
     Static(hyper_staticfile::Body),
 }
 
@@ -51,8 +53,8 @@ impl ResponseBody {
         Self::new(Kind::Text(Some(Bytes::from(text))))
     }
 
-    pub fn upstream(body: Incoming) -> Self {
-        Self::new(Kind::Upstream(body))
+    pub fn upstream(body: Incoming, reuse: Option<Reuse>) -> Self {
+        Self::new(Kind::Upstream(body, reuse))
     }
 
     pub fn static_file(body: hyper_staticfile::Body) -> Self {
@@ -78,6 +80,14 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // Bodyless answers (HEAD, 204, 304) and bodies the server knew were
+        // complete without a last poll still free their connection.
+        if let Kind::Upstream(body, reuse) = &mut self.kind
+            && body.is_end_stream()
+            && let Some(reuse) = reuse.take()
+        {
+            reuse.give_back();
+        }
         if let Some(record) = self.record.take() {
             let complete = self.ended || self.is_end_stream() || self.expected == Some(self.bytes);
             record.finish(self.bytes, complete);
@@ -97,8 +107,15 @@ impl Body for ResponseBody {
         let frame = match &mut this.kind {
             Kind::Empty => None,
             Kind::Text(text) => text.take().map(|t| Ok(Frame::data(t))),
-            Kind::Upstream(body) => {
-                ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BodyError::from))
+            Kind::Upstream(body, reuse) => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                if frame.is_none() || body.is_end_stream() {
+                    // Read to the end: the connection can serve another request.
+                    if let Some(reuse) = reuse.take() {
+                        reuse.give_back();
+                    }
+                }
+                frame.map(|r| r.map_err(BodyError::from))
             }
             Kind::Static(body) => {
                 ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BodyError::from))
@@ -119,7 +136,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Empty => true,
             Kind::Text(text) => text.is_none(),
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body, _) => body.is_end_stream(),
             Kind::Static(body) => body.is_end_stream(),
         }
     }
@@ -128,7 +145,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Text(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body, _) => body.size_hint(),
             Kind::Static(body) => body.size_hint(),
         }
     }

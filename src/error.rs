@@ -37,7 +37,7 @@ pub enum ProxyError {
         upstream: String,
         server: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::proxy::pool::ConnectError,
     },
     #[error("upstream {upstream}: no connection to {server} within {timeout:?}")]
     ConnectTimeout {
@@ -56,8 +56,10 @@ pub enum ProxyError {
         upstream: String,
         server: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
+    #[error("upstream {upstream}: {server} closed a fresh connection before the request was sent")]
+    ConnectionLost { upstream: String, server: String },
     #[error("upstream {upstream}: {server} answered the WebSocket upgrade wrongly: {reason}")]
     BadUpgrade {
         upstream: String,
@@ -81,6 +83,7 @@ impl ProxyError {
             | ConnectTimeout { .. }
             | ResponseTimeout { .. }
             | Broken { .. }
+            | ConnectionLost { .. }
             | BadUpgrade { .. } => Side::Upstream,
             StaticFile(_) | MissingUpstream(_) => Side::Internal,
         }
@@ -93,7 +96,9 @@ impl ProxyError {
             BadRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             OriginForbidden { .. } => StatusCode::FORBIDDEN,
-            Connect { .. } | Broken { .. } | BadUpgrade { .. } => StatusCode::BAD_GATEWAY,
+            Connect { .. } | Broken { .. } | ConnectionLost { .. } | BadUpgrade { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ConnectTimeout { .. } | ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             StaticFile(_) | MissingUpstream(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -112,7 +117,9 @@ impl ProxyError {
             },
             HeadTooLarge { .. } => "431 request header fields too large\n",
             OriginForbidden { .. } => "403 forbidden: origin not allowed\n",
-            Connect { .. } | Broken { .. } => "502 bad gateway: upstream unreachable or broken\n",
+            Connect { .. } | Broken { .. } | ConnectionLost { .. } => {
+                "502 bad gateway: upstream unreachable or broken\n"
+            }
             BadUpgrade { .. } => "502 bad gateway: upstream refused the WebSocket handshake\n",
             ConnectTimeout { .. } | ResponseTimeout { .. } => {
                 "504 gateway timeout: upstream too slow\n"

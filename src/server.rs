@@ -152,20 +152,14 @@ async fn serve(
     drop(generation);
 
     open.inc();
-    serve_http(
-        stream,
-        Peer { addr: peer, scheme },
-        tls,
-        header_timeout,
-        &state,
-    )
-    .await;
+    let peer = Arc::new(Peer::new(peer, scheme));
+    serve_http(stream, peer, tls, header_timeout, &state).await;
     open.dec();
 }
 
 async fn serve_http(
     stream: TcpStream,
-    peer: Peer,
+    peer: Arc<Peer>,
     tls: Option<Arc<rustls::ServerConfig>>,
     header_timeout: Duration,
     state: &Arc<State>,
@@ -189,7 +183,7 @@ async fn serve_http(
         }
     };
     let handler = state.clone();
-    let service = service_fn(move |req| proxy::handle(req, peer, handler.clone()));
+    let service = service_fn(move |req| proxy::handle(req, peer.clone(), handler.clone()));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)

@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 /// and the upstream server that answered.
 pub async fn relay(
     mut req: Request<Incoming>,
-    client: ClientSide,
+    client: &ClientSide,
     host: Option<&HeaderValue>,
     route: &ProxyRoute,
     stats: &Arc<RouteStats>,
@@ -72,7 +72,7 @@ pub async fn relay(
             body: RequestBody::Empty,
         })
         .await?;
-    let server = answer.server.to_string();
+    let server = answer.server.addr.to_string();
     let mut response = answer.response;
 
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -81,7 +81,7 @@ pub async fn relay(
         let (mut parts, body) = response.into_parts();
         headers::to_client(&mut parts.headers, false);
         return Ok((
-            Response::from_parts(parts, ResponseBody::upstream(body)),
+            Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
             Some(server),
         ));
     }

@@ -1,40 +1,35 @@
-//! Talking to upstreams: pooled HTTP/1.1 connections, round-robin over an
-//! upstream's servers, timeouts.
+//! Talking to upstreams: round-robin over an upstream's servers, pooled
+//! keep-alive connections ([`super::pool`]), timeouts.
 //!
-//! Each upstream owns one hyper-util client (one keep-alive pool per server).
 //! A request goes to the next server in round-robin order, skipping servers
-//! that recently refused connections. When a connection attempt fails and
-//! the request has no body, it is retried on the next server; a request with
-//! a body is not (its body may be half sent), and the server is marked down
-//! for [`DOWN_FOR`] so the following requests avoid it.
+//! that recently refused connections. A connection is secured before the
+//! request is handed over, so when a server refuses, the request (body and
+//! all) simply moves on to the next server; the refusing server is marked
+//! down for [`DOWN_FOR`]. A pooled connection found closed hands the request
+//! back unsent, and it goes out on a fresh connection.
 //!
 //! `connect_timeout` bounds each connection attempt. `read_timeout` bounds
 //! the wait for the response head; time spent uploading a request body does
 //! not count against it (the clock restarts whenever the body moves).
 
+use super::pool::{ConnectError, Reuse, Sender, ServerPool};
 use crate::body::{Progress, RequestBody};
-use crate::config::{ServerAddr, UpstreamConfig};
+use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a server that refused a connection is skipped.
 pub const DOWN_FOR: Duration = Duration::from_secs(10);
-/// How long an idle pooled connection to an upstream is kept.
-const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// One `[upstream.NAME]` at run time.
 pub struct Upstream {
     pub config: Arc<UpstreamConfig>,
-    client: Client<HttpConnector, RequestBody>,
     servers: Vec<Server>,
     next: AtomicUsize,
     clock: Instant,
@@ -42,7 +37,7 @@ pub struct Upstream {
 }
 
 struct Server {
-    addr: ServerAddr,
+    pool: Arc<ServerPool>,
     /// Milliseconds since `Upstream::clock` until which the server is skipped.
     down_until: AtomicU64,
 }
@@ -55,34 +50,26 @@ pub struct Outgoing {
     pub body: RequestBody,
 }
 
-/// An upstream's answer and the server that gave it.
+/// An upstream's answer, the server that gave it, and the connection to
+/// give back once the body is read.
 pub struct Answer {
     pub response: Response<Incoming>,
-    pub server: ServerAddr,
+    pub server: Arc<ServerPool>,
+    pub reuse: Reuse,
 }
 
 impl Upstream {
     pub fn new(config: Arc<UpstreamConfig>, metrics: Arc<Metrics>) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .set_host(false)
-            .build(connector);
         let servers = config
             .servers
             .iter()
             .map(|addr| Server {
-                addr: addr.clone(),
+                pool: Arc::new(ServerPool::new(addr.clone(), config.connect_timeout)),
                 down_until: AtomicU64::new(0),
             })
             .collect();
         Upstream {
             config,
-            client,
             servers,
             next: AtomicUsize::new(0),
             clock: Instant::now(),
@@ -92,140 +79,160 @@ impl Upstream {
 
     /// Send `request` to one of the servers and wait for the response head.
     pub async fn send(&self, request: Outgoing) -> Result<Answer, ProxyError> {
-        let order = self.order();
-        let retryable = matches!(request.body, RequestBody::Empty) && order.len() > 1;
+        let (server, sender, pooled) = self.connection().await?;
         let Outgoing {
             method,
             path_and_query,
-            mut headers,
-            mut body,
+            headers,
+            body,
         } = request;
-        let mut attempts = order.iter().peekable();
-        while let Some(&index) = attempts.next() {
-            let server = &self.servers[index];
-            let last = attempts.peek().is_none() || !retryable;
-            // Keep a copy of the head only while another attempt may need it.
-            let (attempt_headers, attempt_body) = if last {
-                (
-                    std::mem::take(&mut headers),
-                    std::mem::replace(&mut body, RequestBody::Empty),
-                )
-            } else {
-                (headers.clone(), RequestBody::Empty)
-            };
-            let progress = match &attempt_body {
-                RequestBody::Streaming { progress, .. } => Some(progress.clone()),
-                RequestBody::Empty => None,
-            };
-            let uri = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(server.addr.authority.clone())
-                .path_and_query(path_and_query.clone())
-                .build();
-            let Ok(uri) = uri else {
-                return Err(ProxyError::BadRequest("request target cannot be forwarded"));
-            };
-            let mut outgoing = Request::new(attempt_body);
-            *outgoing.method_mut() = method.clone();
-            *outgoing.uri_mut() = uri;
-            *outgoing.version_mut() = Version::HTTP_11;
-            *outgoing.headers_mut() = attempt_headers;
-            match self.exchange(outgoing, progress).await {
-                Ok(Some(response)) => {
+        let progress = match &body {
+            RequestBody::Streaming { progress, .. } => Some(progress.clone()),
+            RequestBody::Empty => None,
+        };
+        let mut outgoing = Request::new(body);
+        *outgoing.method_mut() = method;
+        *outgoing.uri_mut() = path_and_query.into();
+        *outgoing.version_mut() = Version::HTTP_11;
+        *outgoing.headers_mut() = headers;
+
+        let mut sender = sender;
+        let mut fresh = !pooled;
+        loop {
+            match self
+                .exchange(&mut sender, outgoing, progress.as_deref())
+                .await
+            {
+                Exchange::Answered(response) => {
                     return Ok(Answer {
                         response,
-                        server: server.addr.clone(),
+                        server: server.clone(),
+                        reuse: Reuse {
+                            pool: server,
+                            sender,
+                        },
                     });
                 }
-                Ok(None) => {
+                Exchange::TimedOut => {
                     return Err(ProxyError::ResponseTimeout {
                         upstream: self.config.name.clone(),
                         server: server.addr.to_string(),
                         timeout: self.config.read_timeout,
                     });
                 }
-                Err(e) if e.is_connect() => {
-                    self.mark_down(server);
-                    tracing::warn!(
-                        upstream = %self.config.name,
-                        server = %server.addr,
-                        error = %error_chain(&e),
-                        "upstream server refused a connection; skipping it for {DOWN_FOR:?}"
-                    );
-                    if !last {
-                        continue;
-                    }
-                    return Err(if is_timeout(&e) {
-                        ProxyError::ConnectTimeout {
-                            upstream: self.config.name.clone(),
-                            server: server.addr.to_string(),
-                            timeout: self.config.connect_timeout,
-                        }
-                    } else {
-                        ProxyError::Connect {
-                            upstream: self.config.name.clone(),
-                            server: server.addr.to_string(),
-                            source: e,
-                        }
+                // A pooled connection closed before the request left: the
+                // request comes back untouched; send it on a new connection.
+                Exchange::Unsent(request) if !fresh => {
+                    outgoing = request;
+                    fresh = true;
+                    sender = self.connect(&server).await?;
+                }
+                Exchange::Unsent(_) => {
+                    return Err(ProxyError::ConnectionLost {
+                        upstream: self.config.name.clone(),
+                        server: server.addr.to_string(),
                     });
                 }
-                Err(e) => {
+                Exchange::Failed(source) => {
                     return Err(ProxyError::Broken {
                         upstream: self.config.name.clone(),
                         server: server.addr.to_string(),
-                        source: e,
+                        source,
                     });
                 }
             }
         }
-        // `order` is never empty: a validated upstream has servers.
-        Err(ProxyError::MissingUpstream(self.config.name.clone()))
     }
 
-    /// Send one request; `Ok(None)` when `read_timeout` passed first.
+    /// A connection to the first server, in round-robin order, that has one
+    /// idle or accepts a new one; `true` when it came from the pool.
+    async fn connection(&self) -> Result<(Arc<ServerPool>, Sender, bool), ProxyError> {
+        let n = self.servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        let now = self.now_ms();
+        let is_up = |i: &usize| self.servers[*i].down_until.load(Ordering::Relaxed) <= now;
+        // Round-robin from `start`; servers marked down go last, but are
+        // still tried. The order is fixed before any attempt marks a server.
+        let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+        order.sort_by_key(|i| !is_up(i));
+        let mut last_error = None;
+        for index in order {
+            let server = &self.servers[index];
+            if let Some(sender) = server.pool.take_idle() {
+                return Ok((server.pool.clone(), sender, true));
+            }
+            match self.connect(&server.pool).await {
+                Ok(sender) => return Ok((server.pool.clone(), sender, false)),
+                Err(error) => {
+                    self.mark_down(server);
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ProxyError::MissingUpstream(self.config.name.clone())))
+    }
+
+    async fn connect(&self, pool: &ServerPool) -> Result<Sender, ProxyError> {
+        pool.connect().await.map_err(|error| {
+            tracing::warn!(
+                upstream = %self.config.name,
+                server = %pool.addr,
+                error = %error,
+                "cannot connect to an upstream server; skipping it for {DOWN_FOR:?}"
+            );
+            self.metrics
+                .connect_failure(&self.config.name, pool.addr.authority.as_str());
+            match error {
+                ConnectError::Timeout(timeout) => ProxyError::ConnectTimeout {
+                    upstream: self.config.name.clone(),
+                    server: pool.addr.to_string(),
+                    timeout,
+                },
+                source => ProxyError::Connect {
+                    upstream: self.config.name.clone(),
+                    server: pool.addr.to_string(),
+                    source,
+                },
+            }
+        })
+    }
+
+    /// Send one request on `sender`, waiting at most `read_timeout` (pushed
+    /// back while the body uploads) for the response head.
     async fn exchange(
         &self,
+        sender: &mut Sender,
         request: Request<RequestBody>,
-        progress: Option<Arc<Progress>>,
-    ) -> Result<Option<Response<Incoming>>, hyper_util::client::legacy::Error> {
+        progress: Option<&Progress>,
+    ) -> Exchange {
         let timeout = self.config.read_timeout;
-        let response = self.client.request(request);
+        let response = sender.try_send_request(request);
         tokio::pin!(response);
         let sleep = tokio::time::sleep(timeout);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
-                result = &mut response => return result.map(Some),
+                result = &mut response => return match result {
+                    Ok(response) => Exchange::Answered(response),
+                    Err(mut error) => match error.take_message() {
+                        Some(request) => Exchange::Unsent(request),
+                        None => Exchange::Failed(error.into_error()),
+                    },
+                },
                 () = &mut sleep => {
-                    // A body still uploading pushes the deadline back.
-                    let deadline = progress.as_ref().map(|p| p.last() + timeout);
+                    let deadline = progress.map(|p| p.last() + timeout);
                     match deadline {
                         Some(deadline) if deadline > Instant::now() => {
                             sleep.as_mut().reset(deadline.into());
                         }
-                        _ => return Ok(None),
+                        _ => return Exchange::TimedOut,
                     }
                 }
             }
         }
     }
 
-    /// Servers in the order to try them: round-robin from the next one, the
-    /// ones marked down last.
-    fn order(&self) -> Vec<usize> {
-        let n = self.servers.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
-        let now = self.now_ms();
-        let (mut up, down): (Vec<usize>, Vec<usize>) = (0..n)
-            .map(|i| (start + i) % n)
-            .partition(|&i| self.servers[i].down_until.load(Ordering::Relaxed) <= now);
-        up.extend(down);
-        up
-    }
-
     fn mark_down(&self, server: &Server) {
-        self.metrics
-            .connect_failure(&self.config.name, server.addr.authority.as_str());
         let until = self.now_ms() + DOWN_FOR.as_millis() as u64;
         server.down_until.store(until, Ordering::Relaxed);
     }
@@ -235,31 +242,11 @@ impl Upstream {
     }
 }
 
-/// Whether an error chain contains a timed-out I/O error.
-fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        current = e.source();
-    }
-    false
-}
-
-/// `error: cause: cause` on one line.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut current = error.source();
-    while let Some(e) = current {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        current = e.source();
-    }
-    text
+/// How one attempt to send a request ended.
+enum Exchange {
+    Answered(Response<Incoming>),
+    /// The connection was closed before the request left; here it is back.
+    Unsent(Request<RequestBody>),
+    Failed(hyper::Error),
+    TimedOut,
 }

@@ -55,36 +55,58 @@ pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// Remove hop-by-hop headers: the fixed list, `Proxy-*`, and every header
 /// named in `Connection` (except `Host`, which the proxy needs to keep).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|name| name != header::HOST)
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|name| name != header::HOST)
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
     headers.remove(&KEEP_ALIVE);
-    let proxy_headers: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy_headers {
-        headers.remove(name);
+    if headers.keys().any(is_proxy_header) {
+        let proxy_headers: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_proxy_header(n))
+            .cloned()
+            .collect();
+        for name in proxy_headers {
+            headers.remove(name);
+        }
     }
 }
 
-/// What the proxy knows about the client side of a request.
-#[derive(Debug, Clone, Copy)]
+fn is_proxy_header(name: &HeaderName) -> bool {
+    name.as_str().starts_with("proxy-")
+}
+
+/// What the proxy knows about the client side of a request, prepared once
+/// per connection.
+#[derive(Debug, Clone)]
 pub struct ClientSide {
-    pub ip: IpAddr,
+    /// The client's address, as `X-Real-IP` carries it.
+    pub ip: HeaderValue,
     pub scheme: Scheme,
+}
+
+impl ClientSide {
+    pub fn new(ip: IpAddr, scheme: Scheme) -> ClientSide {
+        ClientSide {
+            ip: HeaderValue::try_from(ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            scheme,
+        }
+    }
 }
 
 /// Rewrite client request headers into upstream request headers.
@@ -94,19 +116,14 @@ pub struct ClientSide {
 /// `Host` so the upstream sees what the client asked for.
 pub fn to_upstream(
     headers: &mut HeaderMap,
-    client: ClientSide,
+    client: &ClientSide,
     host: Option<&HeaderValue>,
     websocket: bool,
 ) {
-    let forwarded_for = forwarded_for(headers, client.ip);
+    let forwarded_for = forwarded_for(headers, &client.ip);
     strip_hop_by_hop(headers);
-    let ip = HeaderValue::from_str(&client.ip.to_string()).ok();
-    if let Some(ip) = ip {
-        headers.insert(X_REAL_IP.clone(), ip);
-    }
-    if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
-    }
+    headers.insert(X_REAL_IP.clone(), client.ip.clone());
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(client.scheme.as_str()),
@@ -140,19 +157,20 @@ fn set_websocket_upgrade(headers: &mut HeaderMap) {
 
 /// The client's `X-Forwarded-For` values with `ip` appended, as nginx's
 /// `$proxy_add_x_forwarded_for` does.
-fn forwarded_for(headers: &HeaderMap, ip: IpAddr) -> Option<HeaderValue> {
-    let mut value = String::new();
+fn forwarded_for(headers: &HeaderMap, ip: &HeaderValue) -> HeaderValue {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        return ip.clone();
+    }
+    let mut value = Vec::new();
     for existing in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(existing) = existing.to_str() {
-            let existing = existing.trim();
-            if !existing.is_empty() {
-                value.push_str(existing);
-                value.push_str(", ");
-            }
+        let existing = existing.as_bytes().trim_ascii();
+        if !existing.is_empty() {
+            value.extend_from_slice(existing);
+            value.extend_from_slice(b", ");
         }
     }
-    value.push_str(&ip.to_string());
-    HeaderValue::from_str(&value).ok()
+    value.extend_from_slice(ip.as_bytes());
+    HeaderValue::from_bytes(&value).unwrap_or_else(|_| ip.clone())
 }
 
 #[cfg(test)]
@@ -170,10 +188,12 @@ mod tests {
         map
     }
 
-    const CLIENT: ClientSide = ClientSide {
-        ip: IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)),
-        scheme: Scheme::Https,
-    };
+    fn client() -> ClientSide {
+        ClientSide::new(
+            IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)),
+            Scheme::Https,
+        )
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
@@ -205,7 +225,7 @@ mod tests {
             ("x-forwarded-proto", "spoofed"),
         ]);
         let host = map.get("host").cloned();
-        to_upstream(&mut map, CLIENT, host.as_ref(), false);
+        to_upstream(&mut map, &client(), host.as_ref(), false);
         assert_eq!(map["x-real-ip"], "10.1.2.3");
         assert_eq!(map["x-forwarded-for"], "192.0.2.1, 192.0.2.2, 10.1.2.3");
         assert_eq!(map["x-forwarded-proto"], "https");
@@ -224,7 +244,7 @@ mod tests {
             ("sec-websocket-version", "13"),
         ]);
         let host = map.get("host").cloned();
-        to_upstream(&mut map, CLIENT, host.as_ref(), true);
+        to_upstream(&mut map, &client(), host.as_ref(), true);
         assert_eq!(map["upgrade"], "websocket");
         assert_eq!(map["connection"], "Upgrade");
         assert_eq!(map["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");

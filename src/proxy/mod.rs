@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod headers;
+pub mod pool;
 
 use crate::access::{Record, RequestInfo};
 use crate::body::{Progress, RequestBody, ResponseBody};
@@ -25,16 +26,26 @@ use std::time::Instant;
 pub const MAX_HEAD: usize = 64 * 1024;
 
 /// The client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
-    pub scheme: Scheme,
+    /// What the upstream is told about this client.
+    pub client: ClientSide,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, scheme: Scheme) -> Peer {
+        Peer {
+            addr,
+            client: ClientSide::new(addr.ip(), scheme),
+        }
+    }
 }
 
 /// Answer one request. Never fails: errors become responses.
 pub async fn handle(
     req: Request<Incoming>,
-    peer: Peer,
+    peer: Arc<Peer>,
     state: Arc<State>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
@@ -44,11 +55,7 @@ pub async fn handle(
     let route = generation.route(host_str, req.uri().path());
     let mut request = RequestInfo::new(req.method().clone(), req.uri().clone(), host.clone());
     let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
-    let client = ClientSide {
-        ip: peer.addr.ip(),
-        scheme: peer.scheme,
-    };
-    let mut response = match serve(req, client, host.as_ref(), route, &state).await {
+    let mut response = match serve(req, &peer.client, host.as_ref(), route, &state).await {
         Ok((response, upstream)) => {
             request.upstream = upstream;
             response
@@ -65,7 +72,7 @@ pub async fn handle(
 
 async fn serve(
     req: Request<Incoming>,
-    client: ClientSide,
+    client: &ClientSide,
     host: Option<&HeaderValue>,
     route: Option<&ActiveRoute>,
     state: &State,
@@ -99,7 +106,7 @@ async fn serve(
 /// Forward an ordinary request and stream the answer back.
 async fn forward(
     req: Request<Incoming>,
-    client: ClientSide,
+    client: &ClientSide,
     host: Option<&HeaderValue>,
     upstream: &client::Upstream,
 ) -> Result<(Response<ResponseBody>, Option<String>), ProxyError> {
@@ -126,11 +133,12 @@ async fn forward(
             body,
         })
         .await?;
+    let server = answer.server.addr.to_string();
     let (mut parts, body) = answer.response.into_parts();
     headers::to_client(&mut parts.headers, false);
     Ok((
-        Response::from_parts(parts, ResponseBody::upstream(body)),
-        Some(answer.server.to_string()),
+        Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
+        Some(server),
     ))
 }
 
@@ -164,7 +172,11 @@ fn effective_host<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// The size of a request head as it crossed the wire, near enough.
 fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len() + 3)
+        + uri.scheme_str().map_or(0, str::len);
+    let line = req.method().as_str().len() + target + 12;
     req.headers().iter().fold(line, |n, (name, value)| {
         n + name.as_str().len() + value.len() + 4
     })

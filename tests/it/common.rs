@@ -379,6 +379,16 @@ pub struct RawBackend {
 /// `Sec-WebSocket-Accept` for the request's key.
 impl RawBackend {
     pub async fn start(answer: &'static str) -> RawBackend {
+        Self::start_with(answer, false).await
+    }
+
+    /// Like [`RawBackend::start`], but closes each connection right after
+    /// answering (a keep-alive connection that dies while pooled).
+    pub async fn start_closing(answer: &'static str) -> RawBackend {
+        Self::start_with(answer, true).await
+    }
+
+    async fn start_with(answer: &'static str, close: bool) -> RawBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let after_head = Arc::new(Mutex::new(Vec::new()));
@@ -400,6 +410,9 @@ impl RawBackend {
                     hs.lock().unwrap().push(head);
                     let answer = answer.replace("{accept}", &derive_accept_key(key.as_bytes()));
                     let _ = stream.write_all(answer.as_bytes()).await;
+                    if close {
+                        return;
+                    }
                     let mut buf = [0u8; 4096];
                     loop {
                         match stream.read(&mut buf).await {

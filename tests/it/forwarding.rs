@@ -341,3 +341,41 @@ async fn slowloris_is_closed_by_client_header_timeout() {
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     assert_eq!(a.count(), 0);
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_stale_ones_skipped() {
+    let a = HttpBackend::start("a").await;
+    let dir = TestDir::new();
+    let toml = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.a]\nservers = [\"{}\"]\n\
+         [[route]]\npath = \"/\"\nupstream = \"a\"\n",
+        a.addr
+    );
+    let proxy = TestProxy::start(&dir, &toml).await;
+    for _ in 0..20 {
+        assert_eq!(get(proxy.http(), "/", &[]).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        a.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "twenty requests, one pooled upstream connection"
+    );
+
+    // An upstream that closes each connection shortly after answering.
+    let closing = RawBackend::start_closing("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let toml = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.c]\nservers = [\"{}\"]\n\
+         [[route]]\npath = \"/\"\nupstream = \"c\"\n",
+        closing.addr
+    );
+    let dir = TestDir::new();
+    let proxy = TestProxy::start(&dir, &toml).await;
+    for _ in 0..3 {
+        let got = get(proxy.http(), "/", &[]).await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(got.text(), "ok");
+        // Let the upstream's close arrive before the next request.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(closing.heads.lock().unwrap().len(), 3);
+}

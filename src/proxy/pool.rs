@@ -1,0 +1,154 @@
+//! Keep-alive connections to one upstream server.
+//!
+//! A pool is a stack of idle HTTP/1.1 connections (the most recently used
+//! first, so the fewest stay warm). A request takes one, or opens a new one;
+//! when its response body has been read to the end the connection goes back
+//! ([`Reuse`]); a response abandoned half-way takes its connection with it.
+//! Each connection's I/O runs in its own task, with upgrades enabled so a
+//! `101` can become a tunnel. Idle connections are dropped after
+//! [`IDLE_TIMEOUT`], and at most [`MAX_IDLE`] are kept.
+//!
+//! This is what hyper-util's legacy client does, cut to what a reverse proxy
+//! needs: one pool per server (no hashing of URIs per request), connecting
+//! before the request is consumed (so a refused connection can be retried on
+//! another server whatever the request's body), and a request returned
+//! unsent when a pooled connection turns out to be closed.
+
+use crate::body::RequestBody;
+use crate::config::ServerAddr;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// How long an idle connection is kept.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per server.
+pub const MAX_IDLE: usize = 1024;
+/// TCP keep-alive probes on upstream sockets (long tunnels notice dead peers).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// A sender on an HTTP/1.1 connection to the upstream.
+pub type Sender = SendRequest<RequestBody>;
+
+/// The idle connections to one server.
+pub struct ServerPool {
+    pub addr: ServerAddr,
+    /// The address to dial when the server is an IP literal.
+    literal: Option<SocketAddr>,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Why a new connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connection not established within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("HTTP/1.1 handshake failed: {0}")]
+    Handshake(#[source] hyper::Error),
+}
+
+impl ServerPool {
+    pub fn new(addr: ServerAddr, connect_timeout: Duration) -> ServerPool {
+        let literal = addr
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+            .zip(addr.authority.port_u16())
+            .map(|(ip, port)| SocketAddr::new(ip, port));
+        ServerPool {
+            addr,
+            literal,
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The most recently used idle connection still open, if any.
+    pub fn take_idle(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < IDLE_TIMEOUT && !entry.sender.is_closed() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// Return a connection whose response was read to the end.
+    pub fn put_back(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.first().is_some_and(|e| now - e.since >= IDLE_TIMEOUT) {
+            idle.retain(|e| now - e.since < IDLE_TIMEOUT);
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { sender, since: now });
+        }
+    }
+
+    /// Open a new connection and start its I/O task.
+    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+        let stream = tokio::time::timeout(self.connect_timeout, self.dial())
+            .await
+            .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        // A fresh connection is ready at once; this only polls the state.
+        sender.ready().await.map_err(ConnectError::Handshake)?;
+        Ok(sender)
+    }
+
+    async fn dial(&self) -> io::Result<TcpStream> {
+        if let Some(addr) = self.literal {
+            return TcpStream::connect(addr).await;
+        }
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
+        for addr in tokio::net::lookup_host(self.addr.authority.as_str()).await? {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A connection travelling with a response body, back to its pool when the
+/// body is done.
+pub struct Reuse {
+    pub pool: Arc<ServerPool>,
+    pub sender: Sender,
+}
+
+impl Reuse {
+    pub fn give_back(self) {
+        self.pool.put_back(self.sender);
+    }
+}
