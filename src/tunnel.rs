@@ -126,6 +126,8 @@ impl Tunnel {
         splice.stats = Some(self.stats.clone());
         let idle = tokio::time::sleep(self.idle_timeout);
         tokio::pin!(idle);
+        let hard_stop = self.hard_stop.cancelled();
+        tokio::pin!(hard_stop);
         let closed = loop {
             tokio::select! {
                 closed = &mut splice => break closed,
@@ -136,7 +138,7 @@ impl Tunnel {
                     }
                     idle.as_mut().reset(deadline.into());
                 }
-                () = self.hard_stop.cancelled() => break Closed::Shutdown,
+                () = &mut hard_stop => break Closed::Shutdown,
             }
         };
         let duration = started.elapsed();

@@ -55,20 +55,23 @@ pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// Remove hop-by-hop headers: the fixed list, `Proxy-*`, and every header
 /// named in `Connection` (except `Host`, which the proxy needs to keep).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .filter(|name| name != header::HOST)
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    // Most messages carry none, or only `Connection: keep-alive|upgrade`:
+    // look before touching the map.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !is_connection_option(t))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|name| name != header::HOST)
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -84,6 +87,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// `Connection` tokens that are options, not header names.
+fn is_connection_option(token: &str) -> bool {
+    ["close", "keep-alive", "upgrade"]
+        .iter()
+        .any(|option| token.eq_ignore_ascii_case(option))
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name) || name == KEEP_ALIVE || is_proxy_header(name)
 }
 
 fn is_proxy_header(name: &HeaderName) -> bool {
@@ -102,11 +116,35 @@ pub struct ClientSide {
 impl ClientSide {
     pub fn new(ip: IpAddr, scheme: Scheme) -> ClientSide {
         ClientSide {
-            ip: HeaderValue::try_from(ip.to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            ip: ip_header(ip),
             scheme,
         }
     }
+}
+
+/// An address as a header value. IPv4, the common case, is written digit by
+/// digit: this runs once per client connection.
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    let text = match ip {
+        IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+            text
+        }
+        IpAddr::V6(_) => ip.to_string(),
+    };
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Rewrite client request headers into upstream request headers.
@@ -193,6 +231,21 @@ mod tests {
             IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)),
             Scheme::Https,
         )
+    }
+
+    #[test]
+    fn addresses_become_header_values() {
+        for ip in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "127.0.0.1",
+            "192.168.100.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header(parsed), ip);
+        }
     }
 
     #[test]
