@@ -33,7 +33,8 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn spawn(socket: TcpListener, state: Arc<State>) -> std::io::Result<Admin> {
+    pub fn spawn(socket: std::net::TcpListener, state: Arc<State>) -> std::io::Result<Admin> {
+        let socket = TcpListener::from_std(socket)?;
         let local = socket.local_addr()?;
         let stop = CancellationToken::new();
         let accept = accept_loop(socket, state, stop.clone());

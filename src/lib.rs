@@ -23,6 +23,7 @@
 //! - [`static_files`]: `root` routes.
 //! - [`body`], [`access`], [`error`]: bodies, the access log, error responses.
 //! - [`metrics`] and [`admin`]: Prometheus series and the admin listener.
+//! - [`workers`]: one single-threaded runtime per core.
 //! - [`telemetry`]: log set-up.
 //! - [`demo`]: the built-in chat room demo; [`bench`]: the load tool.
 
@@ -46,3 +47,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
 pub mod upgrade;
+pub mod workers;

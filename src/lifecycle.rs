@@ -21,12 +21,13 @@ use crate::error::RunError;
 use crate::metrics::Metrics;
 use crate::server::{self, Listener};
 use crate::state::{Generation, State};
+use crate::workers::Workers;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 /// Grace given to tasks after the hard stop before giving up on them.
@@ -36,6 +37,8 @@ const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct Proxy {
     state: Arc<State>,
     inner: Mutex<Sockets>,
+    /// Declared last: dropped after the listeners, it stops the threads.
+    workers: Workers,
 }
 
 /// What a reload may change besides the generation.
@@ -49,10 +52,15 @@ impl Proxy {
     pub async fn start(config: Config) -> Result<Proxy, RunError> {
         let sockets = bind_all(config.listener_keys().map(|(key, _)| key))?;
         let admin_socket = config.server.admin.map(bind).transpose()?;
-        let state = Arc::new(State::new(config, Arc::new(Metrics::new())));
+        let workers = Workers::start(config.server.workers).map_err(RunError::Workers)?;
+        let state = Arc::new(State::new(
+            config,
+            Arc::new(Metrics::new()),
+            workers.count(),
+        ));
         let mut listeners = Vec::new();
         for (key, socket) in sockets {
-            listeners.push(spawn_listener(socket, key, &state)?);
+            listeners.push(spawn_listener(socket, key, &state, &workers)?);
         }
         let admin = admin_socket
             .map(|socket| spawn_admin(socket, &state))
@@ -60,6 +68,7 @@ impl Proxy {
         Ok(Proxy {
             state,
             inner: Mutex::new(Sockets { listeners, admin }),
+            workers,
         })
     }
 
@@ -129,6 +138,9 @@ impl Proxy {
         if next.server.log_format != current.config.server.log_format {
             tracing::warn!("log_format changes take effect at the next restart");
         }
+        if next.server.workers != current.config.server.workers {
+            tracing::warn!("workers changes take effect at the next restart");
+        }
         // Bind what is new before changing anything.
         let kept: Vec<ListenerKey> = inner.listeners.iter().map(|l| l.key).collect();
         let added: Vec<ListenerKey> = next
@@ -144,15 +156,20 @@ impl Proxy {
 
         let mut report = ReloadReport::compare(&current.config, &next);
         let admin_removed = next.server.admin.is_none();
-        let generation =
-            Generation::build(current.number + 1, next, Some(current), &self.state.metrics);
+        let generation = Generation::build(
+            current.number + 1,
+            next,
+            Some(current),
+            &self.state.metrics,
+            self.state.workers,
+        );
         report.generation = generation.number;
         self.state.install(generation);
 
         for (key, socket) in new_sockets {
             inner
                 .listeners
-                .push(spawn_listener(socket, key, &self.state)?);
+                .push(spawn_listener(socket, key, &self.state, &self.workers)?);
         }
         let installed = self.state.current();
         inner.listeners.retain(|listener| {
@@ -293,9 +310,10 @@ fn spawn_listener(
     socket: TcpListener,
     key: ListenerKey,
     state: &Arc<State>,
+    workers: &Workers,
 ) -> Result<Listener, RunError> {
     let listener =
-        Listener::spawn(socket, key, state.clone()).map_err(|source| RunError::Bind {
+        Listener::spawn(socket, key, state.clone(), workers).map_err(|source| RunError::Bind {
             addr: key.bind,
             source,
         })?;

@@ -109,12 +109,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// A multi-threaded runtime, one worker per core.
+/// A multi-threaded runtime, one thread per core (for the load tool).
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    report(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    )
+}
+
+/// The control runtime of `run` and `demo`: signals, reloads, admin. The
+/// proxy's traffic runs on its own worker threads.
+fn control_runtime() -> Option<tokio::runtime::Runtime> {
+    report(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    )
+}
+
+fn report(runtime: std::io::Result<tokio::runtime::Runtime>) -> Option<tokio::runtime::Runtime> {
+    match runtime {
         Ok(runtime) => Some(runtime),
         Err(e) => {
             eprintln!("switchyard: cannot start the async runtime: {e}");
@@ -125,7 +140,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 
 /// Run `job` on the runtime; report its error and exit 1.
 fn block_on(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let Some(runtime) = runtime() else {
+    let Some(runtime) = control_runtime() else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(job) {

@@ -9,18 +9,20 @@
 
 use crate::config::ListenerKey;
 use crate::proxy::{self, MAX_HEAD, Peer};
-use crate::state::State;
+use crate::state::{State, StopSignal};
+use crate::workers::Workers;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -28,18 +30,20 @@ use tracing::Instrument;
 /// Pause before accepting again after running out of file descriptors.
 const OUT_OF_FILES_PAUSE: Duration = Duration::from_millis(100);
 /// Pending connections the kernel may queue per listener.
-const BACKLOG: u32 = 4096;
+const BACKLOG: i32 = 4096;
 
-/// Bind a listening socket (`SO_REUSEADDR`, deep backlog).
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+/// Bind a listening socket (`SO_REUSEADDR`, deep backlog, non-blocking).
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// A running accept loop.
@@ -52,12 +56,34 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Start accepting on `socket`.
-    pub fn spawn(socket: TcpListener, key: ListenerKey, state: Arc<State>) -> io::Result<Self> {
+    /// Start accepting on `socket`, on every worker.
+    pub fn spawn(
+        socket: std::net::TcpListener,
+        key: ListenerKey,
+        state: Arc<State>,
+        workers: &Workers,
+    ) -> io::Result<Self> {
         let local = socket.local_addr()?;
         let stop = CancellationToken::new();
-        let accept = accept_loop(socket, key, local, state.clone(), stop.clone());
-        tokio::spawn(accept.instrument(tracing::info_span!("listener", addr = %local)));
+        for worker in workers.handles() {
+            let copy = socket.try_clone()?;
+            let tracker = state.tasks.clone();
+            let (state, stop) = (state.clone(), stop.clone());
+            // Tracked, so a drain ends only once every copy of the socket
+            // is closed.
+            let accept = tracker.track_future(async move {
+                match TcpListener::from_std(copy) {
+                    Ok(socket) => {
+                        let span = tracing::info_span!("listener", addr = %local);
+                        accept_loop(socket, key, local, state, stop)
+                            .instrument(span)
+                            .await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot accept on {local}"),
+                }
+            });
+            worker.spawn(accept);
+        }
         Ok(Listener { key, local, stop })
     }
 
@@ -75,7 +101,6 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     let open = state.metrics.client_connections(&local.to_string());
-    let mut last_warning: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -91,8 +116,7 @@ async fn accept_loop(
             }
             Err(e) if is_out_of_files(&e) => {
                 state.metrics.accept_error(true);
-                if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                    last_warning = Some(Instant::now());
+                if out_of_files_warning_due() {
                     tracing::warn!(
                         error = %e,
                         open_files_limit = open_files_limit(),
@@ -113,6 +137,18 @@ async fn accept_loop(
         }
     }
     tracing::debug!("stopped accepting");
+}
+
+/// Whether a second has passed since the last out-of-files warning, across
+/// every listener and worker of the process.
+fn out_of_files_warning_due() -> bool {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let due = last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+    if due {
+        *last = Some(Instant::now());
+    }
+    due
 }
 
 fn is_out_of_files(error: &io::Error) -> bool {
@@ -191,17 +227,21 @@ async fn serve_http(
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = state.draining.cancelled() => {
+    let mut draining = StopSignal::new(&state.draining);
+    let mut hard_stop = StopSignal::new(&state.hard_stop);
+    let mut graceful = false;
+    let result = std::future::poll_fn(|cx| {
+        if !graceful && draining.poll_stopped(cx) {
             // Finish the request in flight, then close.
+            graceful = true;
             connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = state.hard_stop.cancelled() => return,
-            }
         }
-    };
+        if graceful && hard_stop.poll_stopped(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await;
     if let Err(e) = result {
         if e.is_parse_too_large() {
             tracing::info!(status = 431, error = %e, "request head too large; answered 431");

@@ -13,8 +13,11 @@ use crate::router::Router;
 use crate::static_files::StaticFiles;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+use std::task::Context;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 /// Shared by every listener, connection and tunnel of one proxy.
@@ -30,11 +33,13 @@ pub struct State {
     pub draining: CancellationToken,
     /// Cancelled when `shutdown_timeout` runs out: close everything now.
     pub hard_stop: CancellationToken,
+    /// How many worker threads serve traffic.
+    pub workers: usize,
 }
 
 impl State {
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> State {
-        let generation = Generation::build(1, config, None, &metrics);
+    pub fn new(config: Config, metrics: Arc<Metrics>, workers: usize) -> State {
+        let generation = Generation::build(1, config, None, &metrics, workers);
         metrics.set_generation(1);
         State {
             generation: ArcSwap::from_pointee(generation),
@@ -43,6 +48,7 @@ impl State {
             stopping: CancellationToken::new(),
             draining: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
+            workers,
         }
     }
 
@@ -92,6 +98,7 @@ impl Generation {
         config: Config,
         previous: Option<&Generation>,
         metrics: &Arc<Metrics>,
+        workers: usize,
     ) -> Generation {
         let upstreams: BTreeMap<String, Arc<Upstream>> = config
             .upstreams
@@ -101,8 +108,9 @@ impl Generation {
                     .and_then(|p| p.upstreams.get(name))
                     .filter(|old| old.config == *settings)
                     .cloned();
-                let upstream = kept
-                    .unwrap_or_else(|| Arc::new(Upstream::new(settings.clone(), metrics.clone())));
+                let upstream = kept.unwrap_or_else(|| {
+                    Arc::new(Upstream::new(settings.clone(), metrics.clone(), workers))
+                });
                 (name.clone(), upstream)
             })
             .collect();
@@ -147,5 +155,39 @@ impl Generation {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
+    }
+}
+
+/// Waits for a stop signal without taking the signal's lock on every wake.
+///
+/// A [`CancellationToken`]'s wait future locks the token's waiter list each
+/// time it is polled, and every connection shares the same token. This
+/// registers the task once, then only reads the token's flag: a task's waker
+/// never changes, so the one registration is enough to be woken.
+pub struct StopSignal {
+    token: CancellationToken,
+    wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+impl StopSignal {
+    pub fn new(token: &CancellationToken) -> StopSignal {
+        StopSignal {
+            token: token.clone(),
+            wait: None,
+        }
+    }
+
+    /// Whether the signal was given; registers the task on first call.
+    pub fn poll_stopped(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.token.is_cancelled() {
+            return true;
+        }
+        if self.wait.is_none() {
+            let mut wait = Box::pin(self.token.clone().cancelled_owned());
+            let stopped = wait.as_mut().poll(cx).is_ready();
+            self.wait = Some(wait);
+            return stopped;
+        }
+        false
     }
 }

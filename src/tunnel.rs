@@ -7,17 +7,19 @@
 //! shutdown. It then writes one `access` event with the route, bytes each
 //! way, duration and who closed.
 //!
-//! An idle tunnel holds no copy buffer. Bytes are read into a buffer on the
-//! stack of the poll call and written straight to the other side; only when
-//! that side cannot take them all does the rest move to the heap, until it
-//! drains. Thousands of quiet chat connections therefore cost two sockets and
+//! An idle tunnel holds no copy buffer. Bytes are read into the worker
+//! thread's one scratch buffer and written straight to the other side; only
+//! when that side cannot take them all does the rest move to a buffer of the
+//! tunnel's own, until it drains. Thousands of quiet chat connections therefore cost two sockets and
 //! one small task each.
 
 use crate::metrics::RouteStats;
 use crate::server::ClientStream;
+use crate::state::StopSignal;
 use bytes::{Buf, Bytes};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
@@ -30,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Bytes read per call; lives on the stack only while a poll runs.
+/// Bytes read per call, into the worker's scratch buffer.
 const CHUNK: usize = 64 * 1024;
 /// Reads per direction per poll before yielding to other tasks.
 const READS_PER_POLL: usize = 16;
@@ -126,21 +128,25 @@ impl Tunnel {
         splice.stats = Some(self.stats.clone());
         let idle = tokio::time::sleep(self.idle_timeout);
         tokio::pin!(idle);
-        let hard_stop = self.hard_stop.cancelled();
-        tokio::pin!(hard_stop);
-        let closed = loop {
-            tokio::select! {
-                closed = &mut splice => break closed,
-                () = &mut idle => {
-                    let deadline = splice.last_activity + self.idle_timeout;
-                    if deadline <= Instant::now() {
-                        break Closed::IdleTimeout;
-                    }
-                    idle.as_mut().reset(deadline.into());
-                }
-                () = &mut hard_stop => break Closed::Shutdown,
+        let mut hard_stop = StopSignal::new(&self.hard_stop);
+        // The splice first: most wakes are bytes to move.
+        let closed = std::future::poll_fn(|cx| {
+            if let Poll::Ready(closed) = Pin::new(&mut splice).poll(cx) {
+                return Poll::Ready(closed);
             }
-        };
+            if hard_stop.poll_stopped(cx) {
+                return Poll::Ready(Closed::Shutdown);
+            }
+            while idle.as_mut().poll(cx).is_ready() {
+                let deadline = splice.last_activity + self.idle_timeout;
+                if deadline <= Instant::now() {
+                    return Poll::Ready(Closed::IdleTimeout);
+                }
+                idle.as_mut().reset(deadline.into());
+            }
+            Poll::Pending
+        })
+        .await;
         let duration = started.elapsed();
         self.stats.tunnel_closed(duration);
         let error = match &closed {
@@ -278,7 +284,6 @@ where
 
 /// Move bytes from `from` to `to` until `from` has nothing more for now.
 /// Ready(Ok) once `from` ended and the end was passed on to `to`.
-#[inline(never)]
 fn poll_flow<R, W>(
     cx: &mut Context<'_>,
     from: &mut R,
@@ -289,7 +294,30 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut chunk = [MaybeUninit::<u8>::uninit(); CHUNK];
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        relay(cx, from, to, flow, &mut scratch[..])
+    })
+}
+
+thread_local! {
+    /// Each worker's read buffer, shared by all its tunnels: a poll uses it
+    /// and leaves nothing in it, so idle tunnels hold no buffer at all.
+    static SCRATCH: RefCell<Box<[MaybeUninit<u8>]>> =
+        RefCell::new(vec![MaybeUninit::uninit(); CHUNK].into_boxed_slice());
+}
+
+fn relay<R, W>(
+    cx: &mut Context<'_>,
+    from: &mut R,
+    to: &mut W,
+    flow: &mut Flow,
+    chunk: &mut [MaybeUninit<u8>],
+) -> Poll<Result<(), FlowError>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     for _ in 0..READS_PER_POLL {
         // Whatever the writer refused last time goes first.
         while flow.pending.has_remaining() {
@@ -310,7 +338,7 @@ where
             ready!(Pin::new(&mut *to).poll_shutdown(cx)).map_err(FlowError::Write)?;
             return Poll::Ready(Ok(()));
         }
-        let mut buf = ReadBuf::uninit(&mut chunk);
+        let mut buf = ReadBuf::uninit(chunk);
         match Pin::new(&mut *from).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(FlowError::Read(e))),

@@ -41,6 +41,8 @@ pub struct ServerSettings {
     pub shutdown_delay: Duration,
     pub log_format: LogFormat,
     pub client_header_timeout: Duration,
+    /// Worker threads serving traffic (one per core by default).
+    pub workers: usize,
 }
 
 impl Default for ServerSettings {
@@ -51,6 +53,7 @@ impl Default for ServerSettings {
             shutdown_delay: Duration::ZERO,
             log_format: LogFormat::Text,
             client_header_timeout: Duration::from_secs(10),
+            workers: crate::workers::default_count(),
         }
     }
 }

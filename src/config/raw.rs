@@ -32,6 +32,7 @@ pub struct RawServer {
     pub shutdown_delay: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
     pub client_header_timeout: Option<Spanned<String>>,
+    pub workers: Option<Spanned<i64>>,
 }
 
 /// One `[[listener]]` table.

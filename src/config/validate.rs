@@ -160,6 +160,14 @@ impl Checker<'_> {
                 }
             },
         };
+        let workers = match &raw.workers {
+            None => base.workers,
+            Some(n) if (1..=1024).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.error_at(n, "workers must be between 1 and 1024");
+                base.workers
+            }
+        };
         let settings = ServerSettings {
             admin: admin.as_ref().map(|(addr, _)| *addr),
             shutdown_timeout: self.duration(raw.shutdown_timeout.as_ref(), base.shutdown_timeout),
@@ -169,6 +177,7 @@ impl Checker<'_> {
                 raw.client_header_timeout.as_ref(),
                 base.client_header_timeout,
             ),
+            workers,
         };
         CheckedServer { settings, admin }
     }

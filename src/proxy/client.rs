@@ -59,12 +59,16 @@ pub struct Answer {
 }
 
 impl Upstream {
-    pub fn new(config: Arc<UpstreamConfig>, metrics: Arc<Metrics>) -> Upstream {
+    pub fn new(config: Arc<UpstreamConfig>, metrics: Arc<Metrics>, workers: usize) -> Upstream {
         let servers = config
             .servers
             .iter()
             .map(|addr| Server {
-                pool: Arc::new(ServerPool::new(addr.clone(), config.connect_timeout)),
+                pool: Arc::new(ServerPool::new(
+                    addr.clone(),
+                    config.connect_timeout,
+                    workers,
+                )),
                 down_until: AtomicU64::new(0),
             })
             .collect();

@@ -40,7 +40,9 @@ pub struct ServerPool {
     /// The address to dial when the server is an IP literal.
     literal: Option<SocketAddr>,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Idle>>,
+    /// Idle connections, one stack per worker thread: a connection's I/O
+    /// task runs on the worker that opened it, so only that worker uses it.
+    idle: Vec<Mutex<Vec<Idle>>>,
 }
 
 struct Idle {
@@ -60,7 +62,7 @@ pub enum ConnectError {
 }
 
 impl ServerPool {
-    pub fn new(addr: ServerAddr, connect_timeout: Duration) -> ServerPool {
+    pub fn new(addr: ServerAddr, connect_timeout: Duration, workers: usize) -> ServerPool {
         let literal = addr
             .authority
             .host()
@@ -74,13 +76,15 @@ impl ServerPool {
             addr,
             literal,
             connect_timeout,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..workers.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
         }
     }
 
     /// The most recently used idle connection still open, if any.
     pub fn take_idle(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.local().lock().unwrap_or_else(|p| p.into_inner());
         while let Some(entry) = idle.pop() {
             if entry.since.elapsed() < IDLE_TIMEOUT && !entry.sender.is_closed() {
                 return Some(entry.sender);
@@ -95,13 +99,18 @@ impl ServerPool {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.local().lock().unwrap_or_else(|p| p.into_inner());
         if idle.first().is_some_and(|e| now - e.since >= IDLE_TIMEOUT) {
             idle.retain(|e| now - e.since < IDLE_TIMEOUT);
         }
         if idle.len() < MAX_IDLE {
             idle.push(Idle { sender, since: now });
         }
+    }
+
+    /// This worker's idle stack.
+    fn local(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[crate::workers::current() % self.idle.len()]
     }
 
     /// Open a new connection and start its I/O task.

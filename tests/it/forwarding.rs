@@ -346,9 +346,10 @@ async fn slowloris_is_closed_by_client_header_timeout() {
 async fn upstream_connections_are_kept_alive_and_stale_ones_skipped() {
     let a = HttpBackend::start("a").await;
     let dir = TestDir::new();
+    // One worker: connections are pooled per worker thread.
     let toml = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.a]\nservers = [\"{}\"]\n\
-         [[route]]\npath = \"/\"\nupstream = \"a\"\n",
+        "[server]\nworkers = 1\n[[listener]]\nbind = \"127.0.0.1:0\"\n\
+         [upstream.a]\nservers = [\"{}\"]\n[[route]]\npath = \"/\"\nupstream = \"a\"\n",
         a.addr
     );
     let proxy = TestProxy::start(&dir, &toml).await;
