@@ -17,7 +17,8 @@
 //! - [`server`]: accept loops, TLS handshakes ([`tls`]), HTTP/1.1 connections.
 //! - [`router`]: host and longest-prefix matching, pure.
 //! - [`proxy`]: one request: checks, forwarding, the header policy
-//!   ([`proxy::headers`]), pooled upstream clients ([`proxy::client`]).
+//!   ([`proxy::headers`]), server choice and timeouts ([`proxy::client`]),
+//!   keep-alive connections per server ([`proxy::pool`]).
 //! - [`upgrade`] and [`tunnel`]: the WebSocket handshake relay, then the
 //!   byte splice with idle timeout and counters.
 //! - [`static_files`]: `root` routes.

@@ -26,27 +26,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the route file until SIGTERM/SIGINT; SIGHUP reloads it.
-    Run {
-        /// The route file.
-        #[arg(
-            short = 'c',
-            long = "config",
-            value_name = "FILE",
-            default_value = "switchyard.toml"
-        )]
-        config: PathBuf,
-    },
+    Run(RouteFile),
     /// Check a route file like `nginx -t`: exit 0 if valid, 1 if not.
-    Validate {
-        /// The route file.
-        #[arg(
-            short = 'c',
-            long = "config",
-            value_name = "FILE",
-            default_value = "switchyard.toml"
-        )]
-        config: PathBuf,
-    },
+    Validate(RouteFile),
     /// The built-in demo: a chat room behind the proxy, no files needed.
     Demo {
         /// Port for http:// and ws:// (0 picks a free one).
@@ -60,10 +42,23 @@ enum Command {
     Bench(switchyard::bench::BenchArgs),
 }
 
+/// The route file argument of `run` and `validate`.
+#[derive(clap::Args)]
+struct RouteFile {
+    /// The route file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "switchyard.toml"
+    )]
+    config: PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match Config::load(&config) {
+        Command::Validate(RouteFile { config }) => match Config::load(&config) {
             Ok(loaded) => {
                 println!(
                     "{}: ok ({}, {}, {})",
@@ -79,7 +74,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
+        Command::Run(RouteFile { config }) => {
             let config = match Config::load(&config) {
                 Ok(config) => config,
                 Err(errors) => {

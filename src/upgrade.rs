@@ -58,19 +58,14 @@ pub async fn relay(
     // Claim the client's side of the upgrade before the request is consumed.
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _empty_body) = req.into_parts();
-    let mut request_headers = parts.headers;
-    headers::to_upstream(&mut request_headers, client, host, true);
     let answer = upstream
-        .send(Outgoing {
-            method: parts.method,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            headers: request_headers,
-            body: RequestBody::Empty,
-        })
+        .send(Outgoing::from_client(
+            parts,
+            client,
+            host,
+            true,
+            RequestBody::Empty,
+        ))
         .await?;
     let server = answer.server.addr.to_string();
     let mut response = answer.response;

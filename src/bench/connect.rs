@@ -4,12 +4,11 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -18,6 +17,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::{Request, generate_key};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::either::Either;
 
 use super::args::Mode;
 use super::error::{BenchError, Failure};
@@ -27,51 +27,8 @@ use super::tls;
 /// A WebSocket client connection as used by every mode.
 pub type Ws = WebSocketStream<Conn>;
 
-/// A plain or TLS connection.
-pub enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// A plain (`Left`) or TLS (`Right`) connection.
+pub type Conn = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// The local source address for the `seq`-th connection when connections
 /// are spread over `127.0.0.1..=127.0.0.n` (round robin).
@@ -198,11 +155,11 @@ impl Connector {
     pub async fn transport(&self) -> Result<Conn, Failure> {
         let tcp = self.tcp().await?;
         match &self.tls {
-            None => Ok(Conn::Plain(tcp)),
+            None => Ok(Either::Left(tcp)),
             Some((connector, name)) => connector
                 .connect(name.clone(), tcp)
                 .await
-                .map(|s| Conn::Tls(Box::new(s)))
+                .map(|s| Either::Right(Box::new(s)))
                 .map_err(|e| Failure::from_tls_io(&e)),
         }
     }

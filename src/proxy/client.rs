@@ -12,13 +12,14 @@
 //! the wait for the response head; time spent uploading a request body does
 //! not count against it (the clock restarts whenever the body moves).
 
+use super::headers::ClientSide;
 use super::pool::{ConnectError, Reuse, Sender, ServerPool};
 use crate::body::{Progress, RequestBody};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Request, Response, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,6 +49,31 @@ pub struct Outgoing {
     pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
     pub body: RequestBody,
+}
+
+impl Outgoing {
+    /// The upstream request for a client's request head: headers rewritten
+    /// by the header policy, origin-form target.
+    pub fn from_client(
+        parts: http::request::Parts,
+        client: &ClientSide,
+        host: Option<&HeaderValue>,
+        websocket: bool,
+        body: RequestBody,
+    ) -> Outgoing {
+        let mut headers = parts.headers;
+        super::headers::to_upstream(&mut headers, client, host, websocket);
+        Outgoing {
+            method: parts.method,
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            headers,
+            body,
+        }
+    }
 }
 
 /// An upstream's answer, the server that gave it, and the connection to

@@ -13,7 +13,6 @@ use crate::state::{ActiveRoute, State, Target};
 use client::Outgoing;
 use headers::ClientSide;
 use http::header::{self, HeaderValue};
-use http::uri::PathAndQuery;
 use http::{Request, Response, Version};
 use hyper::body::{Body, Incoming};
 use std::convert::Infallible;
@@ -111,8 +110,6 @@ async fn forward(
     upstream: &client::Upstream,
 ) -> Result<(Response<ResponseBody>, Option<String>), ProxyError> {
     let (parts, body) = req.into_parts();
-    let mut request_headers = parts.headers;
-    headers::to_upstream(&mut request_headers, client, host, false);
     let body = if body.is_end_stream() {
         RequestBody::Empty
     } else {
@@ -122,16 +119,7 @@ async fn forward(
         }
     };
     let answer = upstream
-        .send(Outgoing {
-            method: parts.method,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            headers: request_headers,
-            body,
-        })
+        .send(Outgoing::from_client(parts, client, host, false, body))
         .await?;
     let server = answer.server.addr.to_string();
     let (mut parts, body) = answer.response.into_parts();
