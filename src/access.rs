@@ -2,8 +2,9 @@
 //!
 //! A [`Record`] is opened when a request arrives and closed when its response
 //! body is done (see [`crate::body::ResponseBody`]). Closing it counts the
-//! request in the route's metrics and writes one `access` event with method,
-//! host, path, status, bytes, duration, route and upstream server. A response
+//! request in the route's metrics and writes one `access` event with the
+//! client's address, method, host, path, status, bytes, duration, route and
+//! upstream server. A response
 //! the proxy made itself (404, 502, …) writes that same single line at the
 //! error's level, with its cause. Silence routine lines with
 //! `RUST_LOG=info,access=off`: error lines then still appear, under the
@@ -12,6 +13,7 @@
 use crate::error::ProxyError;
 use crate::metrics::RouteStats;
 use http::{HeaderValue, Method, StatusCode, Uri};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Level;
@@ -27,6 +29,7 @@ pub struct Record {
 /// What the access event says besides status, bytes and duration. Every
 /// field is a cheap reference-counted copy of the request's own.
 pub struct RequestInfo {
+    pub peer: SocketAddr,
     pub method: Method,
     pub uri: Uri,
     pub host: Option<HeaderValue>,
@@ -38,8 +41,14 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
-    pub fn new(method: Method, uri: Uri, host: Option<HeaderValue>) -> Box<RequestInfo> {
+    pub fn new(
+        peer: SocketAddr,
+        method: Method,
+        uri: Uri,
+        host: Option<HeaderValue>,
+    ) -> Box<RequestInfo> {
         Box::new(RequestInfo {
+            peer,
             method,
             uri,
             host,
@@ -108,6 +117,7 @@ impl Record {
                 tracing::event!(
                     target: $target,
                     $level,
+                    peer = %request.peer,
                     method = %request.method,
                     host,
                     path,

@@ -110,7 +110,10 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let span = tracing::info_span!(parent: None, "conn", %peer, listener = %local);
+                // A debug span: formatting its fields for every connection
+                // would cost a tenth of a WebSocket handshake. Access events
+                // carry the peer themselves.
+                let span = tracing::debug_span!(parent: None, "conn", %peer, listener = %local);
                 let connection = serve(stream, peer, key, state.clone(), open.clone());
                 state.tasks.spawn(connection.instrument(span));
             }

@@ -44,6 +44,8 @@ pub struct Tunnel {
     pub stats: Arc<RouteStats>,
     pub idle_timeout: Duration,
     pub upstream_server: String,
+    /// The client's address, for the close event.
+    pub peer: std::net::SocketAddr,
     pub hard_stop: CancellationToken,
 }
 
@@ -75,7 +77,7 @@ impl Tunnel {
     /// Wait for both halves of the upgrade, then relay until done. The
     /// returned future is what the caller spawns (and tracks).
     pub fn run(self, client: OnUpgrade, upstream: OnUpgrade) -> impl Future<Output = ()> + Send {
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "tunnel",
             route = %self.stats.name,
             upstream = %self.upstream_server
@@ -155,6 +157,7 @@ impl Tunnel {
         };
         tracing::info!(
             target: "access",
+            peer = %self.peer,
             route = %self.stats.name,
             upstream = %self.upstream_server,
             bytes_to_upstream = splice.up.bytes,

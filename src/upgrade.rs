@@ -14,8 +14,9 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::config::ProxyRoute;
 use crate::error::{BAD_WEBSOCKET_KEY, ProxyError};
 use crate::metrics::{Refusal, RouteStats};
+use crate::proxy::Peer;
 use crate::proxy::client::{Outgoing, Upstream};
-use crate::proxy::headers::{self, ClientSide};
+use crate::proxy::headers;
 use crate::state::State;
 use crate::tunnel::Tunnel;
 use base64::Engine;
@@ -29,7 +30,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 /// and the upstream server that answered.
 pub async fn relay(
     mut req: Request<Incoming>,
-    client: &ClientSide,
+    peer: &Peer,
     host: Option<&HeaderValue>,
     route: &ProxyRoute,
     stats: &Arc<RouteStats>,
@@ -61,7 +62,7 @@ pub async fn relay(
     let answer = upstream
         .send(Outgoing::from_client(
             parts,
-            client,
+            &peer.client,
             host,
             true,
             RequestBody::Empty,
@@ -101,6 +102,7 @@ pub async fn relay(
         stats: stats.clone(),
         idle_timeout: route.idle_timeout,
         upstream_server: server.clone(),
+        peer: peer.addr,
         hard_stop: state.hard_stop.clone(),
     };
     state

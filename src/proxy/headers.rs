@@ -44,12 +44,14 @@ pub fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
 
 /// Whether any `name` header holds `token` in its comma-separated list.
 pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    headers.get_all(name).iter().any(|value| {
+        let value = value.as_bytes();
+        // Most values are the one token alone.
+        value.eq_ignore_ascii_case(token.as_bytes())
+            || value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
 
 /// Remove hop-by-hop headers: the fixed list, `Proxy-*`, and every header
@@ -60,7 +62,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    let mut remove: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -70,22 +72,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .filter(|name| name != header::HOST)
         .collect();
-    for name in named {
+    // Only the names present: a removal costs a hash lookup each.
+    remove.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
+    for name in remove {
         headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(&KEEP_ALIVE);
-    if headers.keys().any(is_proxy_header) {
-        let proxy_headers: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| is_proxy_header(n))
-            .cloned()
-            .collect();
-        for name in proxy_headers {
-            headers.remove(name);
-        }
     }
 }
 

@@ -52,9 +52,14 @@ pub async fn handle(
     let host = effective_host(&req);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
     let route = generation.route(host_str, req.uri().path());
-    let mut request = RequestInfo::new(req.method().clone(), req.uri().clone(), host.clone());
+    let mut request = RequestInfo::new(
+        peer.addr,
+        req.method().clone(),
+        req.uri().clone(),
+        host.clone(),
+    );
     let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
-    let mut response = match serve(req, &peer.client, host.as_ref(), route, &state).await {
+    let mut response = match serve(req, &peer, host.as_ref(), route, &state).await {
         Ok((response, upstream)) => {
             request.upstream = upstream;
             response
@@ -71,7 +76,7 @@ pub async fn handle(
 
 async fn serve(
     req: Request<Incoming>,
-    client: &ClientSide,
+    peer: &Peer,
     host: Option<&HeaderValue>,
     route: Option<&ActiveRoute>,
     state: &State,
@@ -94,9 +99,9 @@ async fn serve(
             route: proxy,
         } => {
             if headers::is_websocket_upgrade(&req) {
-                crate::upgrade::relay(req, client, host, proxy, &route.stats, upstream, state).await
+                crate::upgrade::relay(req, peer, host, proxy, &route.stats, upstream, state).await
             } else {
-                forward(req, client, host, upstream).await
+                forward(req, &peer.client, host, upstream).await
             }
         }
     }
