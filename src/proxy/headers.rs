@@ -62,26 +62,50 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let mut remove: Vec<HeaderName> = headers
+    let names_headers = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !is_connection_option(t))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .filter(|name| name != header::HOST)
-        .collect();
-    // Only the names present: a removal costs a hash lookup each.
-    remove.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
-    for name in remove {
-        headers.remove(name);
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| !is_connection_option(t.trim_ascii()));
+    if names_headers {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !is_connection_option(t))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .filter(|name| name != header::HOST)
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    // Only the names present (a removal costs a lookup), without a heap list.
+    let mut present: [Option<HeaderName>; 8] = Default::default();
+    loop {
+        let mut found = 0;
+        for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
+            if found == present.len() {
+                break;
+            }
+            present[found] = Some(name.clone());
+            found += 1;
+        }
+        for name in present.iter_mut().take(found) {
+            if let Some(name) = name.take() {
+                headers.remove(name);
+            }
+        }
+        if found < present.len() {
+            return;
+        }
     }
 }
 
 /// `Connection` tokens that are options, not header names.
-fn is_connection_option(token: &str) -> bool {
-    ["close", "keep-alive", "upgrade"]
+fn is_connection_option(token: &[u8]) -> bool {
+    [&b"close"[..], b"keep-alive", b"upgrade", b""]
         .iter()
         .any(|option| token.eq_ignore_ascii_case(option))
 }
@@ -150,6 +174,7 @@ pub fn to_upstream(
 ) {
     let forwarded_for = forwarded_for(headers, &client.ip);
     strip_hop_by_hop(headers);
+    headers.reserve(6);
     headers.insert(X_REAL_IP.clone(), client.ip.clone());
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(
@@ -241,7 +266,7 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut map = headers(&[
-            ("connection", "keep-alive, X-Secret, host"),
+            ("connection", "keep-alive, X-Secret, host,"),
             ("keep-alive", "timeout=5"),
             ("te", "trailers"),
             ("trailer", "X-Checksum"),
@@ -256,6 +281,18 @@ mod tests {
         strip_hop_by_hop(&mut map);
         let left: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["host", "accept"]);
+    }
+
+    #[test]
+    fn many_hop_by_hop_headers_all_go() {
+        let names: Vec<String> = (0..20).map(|i| format!("proxy-x{i}")).collect();
+        let mut pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+        pairs.push(("te", "trailers"));
+        pairs.push(("accept", "*/*"));
+        let mut map = headers(&pairs);
+        strip_hop_by_hop(&mut map);
+        let left: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
     }
 
     #[test]
