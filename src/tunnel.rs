@@ -17,7 +17,7 @@ use crate::metrics::RouteStats;
 use crate::server::ClientStream;
 use crate::state::StopSignal;
 use bytes::{Buf, Bytes};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
 use std::future::Future;
@@ -74,19 +74,24 @@ impl Closed {
 }
 
 impl Tunnel {
-    /// Wait for both halves of the upgrade, then relay until done. The
+    /// Wait for the client's half of the upgrade (it comes once the `101`
+    /// is written), then relay until done. `upstream` is the upstream's raw
+    /// connection and `early` what it sent right behind its `101`. The
     /// returned future is what the caller spawns (and tracks).
-    pub fn run(self, client: OnUpgrade, upstream: OnUpgrade) -> impl Future<Output = ()> + Send {
+    pub fn run(
+        self,
+        client: OnUpgrade,
+        upstream: TcpStream,
+        early: Bytes,
+    ) -> impl Future<Output = ()> + Send {
         let span = tracing::debug_span!(
             "tunnel",
             route = %self.stats.name,
             upstream = %self.upstream_server
         );
         async move {
-            let halves =
-                tokio::time::timeout(HANDOVER, async { tokio::try_join!(client, upstream) });
-            let (client, upstream) = match halves.await {
-                Ok(Ok(halves)) => halves,
+            let client = match tokio::time::timeout(HANDOVER, client).await {
+                Ok(Ok(client)) => client,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "upgrade not completed");
                     return;
@@ -96,24 +101,17 @@ impl Tunnel {
                     return;
                 }
             };
-            match (
-                client.downcast::<TokioIo<ClientStream>>(),
-                upstream.downcast::<TokioIo<TcpStream>>(),
-            ) {
-                (Ok(client), Ok(upstream)) => {
-                    self.relay(Splice::new(
-                        client.io.into_inner(),
-                        client.read_buf,
-                        upstream.io.into_inner(),
-                        upstream.read_buf,
-                    ))
-                    .await
+            match client.downcast::<TokioIo<ClientStream>>() {
+                Ok(client) => {
+                    let splice =
+                        Splice::new(client.io.into_inner(), client.read_buf, upstream, early);
+                    self.relay(splice).await
                 }
-                (client, upstream) => {
-                    let (client, client_buf) = boxed(client);
-                    let (upstream, upstream_buf) = boxed(upstream);
-                    self.relay(Splice::new(client, client_buf, upstream, upstream_buf))
-                        .await
+                // Not the stream type the server hands out: relay through
+                // hyper's own wrapper.
+                Err(client) => {
+                    let splice = Splice::new(TokioIo::new(client), Bytes::new(), upstream, early);
+                    self.relay(splice).await
                 }
             }
         }
@@ -167,20 +165,6 @@ impl Tunnel {
             error,
             "tunnel closed"
         );
-    }
-}
-
-/// An upgraded stream whose concrete type is not the usual one.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-fn boxed<T>(half: Result<hyper::upgrade::Parts<TokioIo<T>>, Upgraded>) -> (Box<dyn Stream>, Bytes)
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    match half {
-        Ok(parts) => (Box::new(parts.io.into_inner()), parts.read_buf),
-        Err(upgraded) => (Box::new(TokioIo::new(upgraded)), Bytes::new()),
     }
 }
 

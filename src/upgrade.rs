@@ -15,13 +15,13 @@ use crate::config::ProxyRoute;
 use crate::error::{BAD_WEBSOCKET_KEY, ProxyError};
 use crate::metrics::{Refusal, RouteStats};
 use crate::proxy::Peer;
-use crate::proxy::client::{Outgoing, Upstream};
+use crate::proxy::client::{Outgoing, UpgradeAnswer, Upstream};
 use crate::proxy::headers;
 use crate::state::State;
 use crate::tunnel::Tunnel;
 use base64::Engine;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -60,7 +60,7 @@ pub async fn relay(
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _empty_body) = req.into_parts();
     let answer = upstream
-        .send(Outgoing::from_client(
+        .send_upgrade(Outgoing::from_client(
             parts,
             &peer.client,
             host,
@@ -68,19 +68,25 @@ pub async fn relay(
             RequestBody::Empty,
         ))
         .await?;
-    let server = answer.server.addr.to_string();
-    let mut response = answer.response;
-
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // Not a switch: an ordinary response, and the connection stays HTTP.
-        stats.refused(Refusal::Not101);
-        let (mut parts, body) = response.into_parts();
-        headers::to_client(&mut parts.headers, false);
-        return Ok((
-            Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
-            Some(server),
-        ));
-    }
+    let (response, stream, early, server) = match answer {
+        UpgradeAnswer::Switched {
+            response,
+            stream,
+            early,
+            server,
+        } => (response, stream, early, server.addr.to_string()),
+        UpgradeAnswer::Refused(answer) => {
+            // Not a switch: an ordinary response, and the connection stays HTTP.
+            stats.refused(Refusal::Not101);
+            let server = answer.server.addr.to_string();
+            let (mut parts, body) = answer.response.into_parts();
+            headers::to_client(&mut parts.headers, false);
+            return Ok((
+                Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
+                Some(server),
+            ));
+        }
+    };
     let bad_upgrade = |reason| {
         stats.refused(Refusal::BadAccept);
         Err(ProxyError::BadUpgrade {
@@ -97,7 +103,6 @@ pub async fn relay(
         return bad_upgrade("its Sec-WebSocket-Accept does not match the client's key");
     }
 
-    let upstream_upgrade = hyper::upgrade::on(&mut response);
     let tunnel = Tunnel {
         stats: stats.clone(),
         idle_timeout: route.idle_timeout,
@@ -105,9 +110,7 @@ pub async fn relay(
         peer: peer.addr,
         hard_stop: state.hard_stop.clone(),
     };
-    state
-        .tasks
-        .spawn(tunnel.run(client_upgrade, upstream_upgrade));
+    state.tasks.spawn(tunnel.run(client_upgrade, stream, early));
 
     let (mut parts, _empty_body) = response.into_parts();
     headers::to_client(&mut parts.headers, true);

@@ -13,17 +13,21 @@
 //! not count against it (the clock restarts whenever the body moves).
 
 use super::headers::ClientSide;
-use super::pool::{ConnectError, Reuse, Sender, ServerPool};
+use super::pool::{self, ConnectError, Connection, Fresh, Reuse, Sender, ServerPool};
 use crate::body::{Progress, RequestBody};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
 
 /// How long a server that refused a connection is skipped.
 pub const DOWN_FOR: Duration = Duration::from_secs(10);
@@ -76,6 +80,36 @@ impl Outgoing {
     }
 }
 
+impl Outgoing {
+    /// The request to write, and the upload progress of its body if any.
+    fn into_request(self) -> (Request<RequestBody>, Option<Arc<Progress>>) {
+        let progress = match &self.body {
+            RequestBody::Streaming { progress, .. } => Some(progress.clone()),
+            RequestBody::Empty => None,
+        };
+        let mut request = Request::new(self.body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.path_and_query.into();
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        (request, progress)
+    }
+}
+
+/// What an upstream answered a WebSocket upgrade.
+pub enum UpgradeAnswer {
+    /// It switched protocols: its `101` head, the raw connection, and any
+    /// bytes it sent right behind the head.
+    Switched {
+        response: Response<Incoming>,
+        stream: TcpStream,
+        early: Bytes,
+        server: Arc<ServerPool>,
+    },
+    /// Anything else, to pass on as an ordinary response.
+    Refused(Answer),
+}
+
 /// An upstream's answer, the server that gave it, and the connection to
 /// give back once the body is read.
 pub struct Answer {
@@ -110,27 +144,12 @@ impl Upstream {
     /// Send `request` to one of the servers and wait for the response head.
     pub async fn send(&self, request: Outgoing) -> Result<Answer, ProxyError> {
         let (server, sender, pooled) = self.connection().await?;
-        let Outgoing {
-            method,
-            path_and_query,
-            headers,
-            body,
-        } = request;
-        let progress = match &body {
-            RequestBody::Streaming { progress, .. } => Some(progress.clone()),
-            RequestBody::Empty => None,
-        };
-        let mut outgoing = Request::new(body);
-        *outgoing.method_mut() = method;
-        *outgoing.uri_mut() = path_and_query.into();
-        *outgoing.version_mut() = Version::HTTP_11;
-        *outgoing.headers_mut() = headers;
-
+        let (mut outgoing, progress) = request.into_request();
         let mut sender = sender;
         let mut fresh = !pooled;
         loop {
             match self
-                .exchange(&mut sender, outgoing, progress.as_deref())
+                .exchange(&mut sender, outgoing, progress.as_deref(), None)
                 .await
             {
                 Exchange::Answered(response) => {
@@ -143,13 +162,6 @@ impl Upstream {
                         },
                     });
                 }
-                Exchange::TimedOut => {
-                    return Err(ProxyError::ResponseTimeout {
-                        upstream: self.config.name.clone(),
-                        server: server.addr.to_string(),
-                        timeout: self.config.read_timeout,
-                    });
-                }
                 // A pooled connection closed before the request left: the
                 // request comes back untouched; send it on a new connection.
                 Exchange::Unsent(request) if !fresh => {
@@ -157,36 +169,82 @@ impl Upstream {
                     fresh = true;
                     sender = self.connect(&server).await?;
                 }
-                Exchange::Unsent(_) => {
-                    return Err(ProxyError::ConnectionLost {
-                        upstream: self.config.name.clone(),
-                        server: server.addr.to_string(),
-                    });
-                }
-                Exchange::Failed(source) => {
-                    return Err(ProxyError::Broken {
-                        upstream: self.config.name.clone(),
-                        server: server.addr.to_string(),
-                        source,
-                    });
-                }
+                failed => return Err(self.failure(&server, failed)),
             }
+        }
+    }
+
+    /// Send a WebSocket upgrade on a new connection, driving its I/O here:
+    /// on a `101` the socket comes back raw, without a task or channel
+    /// between the tunnel and the upstream.
+    pub async fn send_upgrade(&self, request: Outgoing) -> Result<UpgradeAnswer, ProxyError> {
+        let (
+            server,
+            Fresh {
+                mut sender,
+                mut connection,
+            },
+        ) = self.fresh().await?;
+        let (outgoing, _) = request.into_request();
+        let exchange = self
+            .exchange(&mut sender, outgoing, None, Some(&mut connection))
+            .await;
+        let response = match exchange {
+            Exchange::Answered(response) => response,
+            failed => return Err(self.failure(&server, failed)),
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            pool::spawn(connection);
+            return Ok(UpgradeAnswer::Refused(Answer {
+                response,
+                server: server.clone(),
+                reuse: Reuse {
+                    pool: server,
+                    sender,
+                },
+            }));
+        }
+        // Let the connection reach the switch, then take its socket back.
+        let switched = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx));
+        match tokio::time::timeout(self.config.read_timeout, switched).await {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => return Err(self.failure(&server, Exchange::Failed(source))),
+            Err(_) => return Err(self.failure(&server, Exchange::TimedOut)),
+        }
+        let parts = connection.into_parts();
+        Ok(UpgradeAnswer::Switched {
+            response,
+            stream: parts.io.into_inner(),
+            early: parts.read_buf,
+            server,
+        })
+    }
+
+    /// The error for an exchange that did not get an answer.
+    fn failure(&self, server: &ServerPool, exchange: Exchange) -> ProxyError {
+        let upstream = self.config.name.clone();
+        let server = server.addr.to_string();
+        match exchange {
+            Exchange::TimedOut => ProxyError::ResponseTimeout {
+                upstream,
+                server,
+                timeout: self.config.read_timeout,
+            },
+            Exchange::Unsent(_) => ProxyError::ConnectionLost { upstream, server },
+            Exchange::Failed(source) => ProxyError::Broken {
+                upstream,
+                server,
+                source,
+            },
+            Exchange::Answered(_) => ProxyError::MissingUpstream(upstream),
         }
     }
 
     /// A connection to the first server, in round-robin order, that has one
     /// idle or accepts a new one; `true` when it came from the pool.
     async fn connection(&self) -> Result<(Arc<ServerPool>, Sender, bool), ProxyError> {
-        let n = self.servers.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
-        let now = self.now_ms();
-        let is_up = |i: &usize| self.servers[*i].down_until.load(Ordering::Relaxed) <= now;
-        // Round-robin from `start`; servers marked down go last, but are
-        // still tried. The order is fixed before any attempt marks a server.
-        let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
-        order.sort_by_key(|i| !is_up(i));
         let mut last_error = None;
-        for index in order {
+        for index in self.order() {
             let server = &self.servers[index];
             if let Some(sender) = server.pool.take_idle() {
                 return Ok((server.pool.clone(), sender, true));
@@ -202,64 +260,109 @@ impl Upstream {
         Err(last_error.unwrap_or_else(|| ProxyError::MissingUpstream(self.config.name.clone())))
     }
 
-    async fn connect(&self, pool: &ServerPool) -> Result<Sender, ProxyError> {
-        pool.connect().await.map_err(|error| {
-            tracing::warn!(
-                upstream = %self.config.name,
-                server = %pool.addr,
-                error = %error,
-                "cannot connect to an upstream server; skipping it for {DOWN_FOR:?}"
-            );
-            self.metrics
-                .connect_failure(&self.config.name, pool.addr.authority.as_str());
-            match error {
-                ConnectError::Timeout(timeout) => ProxyError::ConnectTimeout {
-                    upstream: self.config.name.clone(),
-                    server: pool.addr.to_string(),
-                    timeout,
-                },
-                source => ProxyError::Connect {
-                    upstream: self.config.name.clone(),
-                    server: pool.addr.to_string(),
-                    source,
-                },
+    /// A new connection, not yet given a task, to the first server in
+    /// round-robin order that accepts one.
+    async fn fresh(&self) -> Result<(Arc<ServerPool>, Fresh), ProxyError> {
+        let mut last_error = None;
+        for index in self.order() {
+            let server = &self.servers[index];
+            match server.pool.open().await {
+                Ok(fresh) => return Ok((server.pool.clone(), fresh)),
+                Err(error) => {
+                    last_error = Some(self.connect_failed(&server.pool, error));
+                    self.mark_down(server);
+                }
             }
-        })
+        }
+        Err(last_error.unwrap_or_else(|| ProxyError::MissingUpstream(self.config.name.clone())))
+    }
+
+    /// Servers in the order to try them: round-robin from the next one; the
+    /// ones marked down go last, but are still tried. The order is fixed
+    /// before any attempt marks a server.
+    fn order(&self) -> Vec<usize> {
+        let n = self.servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        let now = self.now_ms();
+        let is_up = |i: &usize| self.servers[*i].down_until.load(Ordering::Relaxed) <= now;
+        let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+        order.sort_by_key(|i| !is_up(i));
+        order
+    }
+
+    async fn connect(&self, pool: &ServerPool) -> Result<Sender, ProxyError> {
+        pool.connect()
+            .await
+            .map_err(|error| self.connect_failed(pool, error))
+    }
+
+    /// Log and count a failed connection attempt, and say it as an error.
+    fn connect_failed(&self, pool: &ServerPool, error: ConnectError) -> ProxyError {
+        tracing::warn!(
+            upstream = %self.config.name,
+            server = %pool.addr,
+            error = %error,
+            "cannot connect to an upstream server; skipping it for {DOWN_FOR:?}"
+        );
+        self.metrics
+            .connect_failure(&self.config.name, pool.addr.authority.as_str());
+        match error {
+            ConnectError::Timeout(timeout) => ProxyError::ConnectTimeout {
+                upstream: self.config.name.clone(),
+                server: pool.addr.to_string(),
+                timeout,
+            },
+            source => ProxyError::Connect {
+                upstream: self.config.name.clone(),
+                server: pool.addr.to_string(),
+                source,
+            },
+        }
     }
 
     /// Send one request on `sender`, waiting at most `read_timeout` (pushed
-    /// back while the body uploads) for the response head.
+    /// back while the body uploads) for the response head. `drive` is the
+    /// connection's I/O when no task runs it.
     async fn exchange(
         &self,
         sender: &mut Sender,
         request: Request<RequestBody>,
         progress: Option<&Progress>,
+        mut drive: Option<&mut Connection>,
     ) -> Exchange {
         let timeout = self.config.read_timeout;
         let response = sender.try_send_request(request);
         tokio::pin!(response);
         let sleep = tokio::time::sleep(timeout);
         tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                result = &mut response => return match result {
+        std::future::poll_fn(|cx| {
+            // Move the connection's I/O first, so the answer is there to take.
+            if let Some(connection) = drive.as_deref_mut()
+                && connection.poll_without_shutdown(cx).is_ready()
+            {
+                drive = None;
+            }
+            if let Poll::Ready(result) = response.as_mut().poll(cx) {
+                return Poll::Ready(match result {
                     Ok(response) => Exchange::Answered(response),
                     Err(mut error) => match error.take_message() {
                         Some(request) => Exchange::Unsent(request),
                         None => Exchange::Failed(error.into_error()),
                     },
-                },
-                () = &mut sleep => {
-                    let deadline = progress.map(|p| p.last() + timeout);
-                    match deadline {
-                        Some(deadline) if deadline > Instant::now() => {
-                            sleep.as_mut().reset(deadline.into());
-                        }
-                        _ => return Exchange::TimedOut,
+                });
+            }
+            while sleep.as_mut().poll(cx).is_ready() {
+                // A body still uploading pushes the deadline back.
+                match progress.map(|p| p.last() + timeout) {
+                    Some(deadline) if deadline > Instant::now() => {
+                        sleep.as_mut().reset(deadline.into());
                     }
+                    _ => return Poll::Ready(Exchange::TimedOut),
                 }
             }
-        }
+            Poll::Pending
+        })
+        .await
     }
 
     fn mark_down(&self, server: &Server) {

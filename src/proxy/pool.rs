@@ -115,23 +115,23 @@ impl ServerPool {
 
     /// Open a new connection and start its I/O task.
     pub async fn connect(&self) -> Result<Sender, ConnectError> {
+        let Fresh { sender, connection } = self.open().await?;
+        spawn(connection);
+        Ok(sender)
+    }
+
+    /// Open a new connection whose I/O the caller drives (see [`Fresh`]).
+    pub async fn open(&self) -> Result<Fresh, ConnectError> {
         let stream = tokio::time::timeout(self.connect_timeout, self.dial())
             .await
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        // A fresh connection is ready at once; this only polls the state.
-        sender.ready().await.map_err(ConnectError::Handshake)?;
-        Ok(sender)
+        Ok(Fresh { sender, connection })
     }
 
     async fn dial(&self) -> io::Result<TcpStream> {
@@ -147,6 +147,25 @@ impl ServerPool {
         }
         Err(last)
     }
+}
+
+/// The I/O half of an upstream connection.
+pub type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
+
+/// A new connection not yet given a task: a WebSocket handshake drives it
+/// itself, then takes the socket back when the upstream switches protocols.
+pub struct Fresh {
+    pub sender: Sender,
+    pub connection: Connection,
+}
+
+/// Run a connection's I/O in a task of its own until it closes.
+pub fn spawn(connection: Connection) {
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
 }
 
 /// A connection travelling with a response body, back to its pool when the
