@@ -227,6 +227,7 @@ async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_header_size(2 * MAX_HEAD)
+        .writev(false)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);

@@ -128,7 +128,11 @@ impl ServerPool {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        // Small heads and bodies: one flat buffer and one write beat a
+        // vectored write of several pieces.
+        let (sender, connection) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
         Ok(Fresh { sender, connection })
