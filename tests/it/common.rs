@@ -150,6 +150,14 @@ impl TestProxy {
     }
 }
 
+/// A route file with one plain listener and every path to `server`.
+pub fn one_route(server: SocketAddr) -> String {
+    format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.a]\nservers = [\"{server}\"]\n\
+         [[route]]\npath = \"/\"\nupstream = \"a\"\n"
+    )
+}
+
 // ---------------------------------------------------------------- backends
 
 /// What an HTTP backend saw of one request.

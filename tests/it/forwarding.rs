@@ -94,11 +94,7 @@ async fn no_route_is_404_from_the_proxy() {
 async fn upstream_sees_forwarding_headers_and_no_hop_by_hop() {
     let a = HttpBackend::start("a").await;
     let dir = TestDir::new();
-    let toml = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.a]\nservers = [\"{}\"]\n\
-         [[route]]\npath = \"/\"\nupstream = \"a\"\n",
-        a.addr
-    );
+    let toml = one_route(a.addr);
     let proxy = TestProxy::start(&dir, &toml).await;
     let got = get(
         proxy.http(),
@@ -146,11 +142,7 @@ async fn upstream_sees_forwarding_headers_and_no_hop_by_hop() {
 async fn client_sees_no_hop_by_hop_response_headers() {
     let a = HttpBackend::start("a").await;
     let dir = TestDir::new();
-    let toml = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.a]\nservers = [\"{}\"]\n\
-         [[route]]\npath = \"/\"\nupstream = \"a\"\n",
-        a.addr
-    );
+    let toml = one_route(a.addr);
     let proxy = TestProxy::start(&dir, &toml).await;
     let got = get(proxy.http(), "/hop", &[]).await;
     assert_eq!(got.text(), "hop");
@@ -167,11 +159,7 @@ async fn client_sees_no_hop_by_hop_response_headers() {
 async fn bodies_stream_both_ways() {
     let a = HttpBackend::start("a").await;
     let dir = TestDir::new();
-    let toml = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.a]\nservers = [\"{}\"]\n\
-         [[route]]\npath = \"/\"\nupstream = \"a\"\n",
-        a.addr
-    );
+    let toml = one_route(a.addr);
     let proxy = TestProxy::start(&dir, &toml).await;
     let upload = vec![7u8; 8 << 20];
     let req = Request::post("/echo-body")
@@ -268,11 +256,7 @@ upstream = "slow"
 async fn oversized_head_is_431_and_malformed_request_400() {
     let a = HttpBackend::start("a").await;
     let dir = TestDir::new();
-    let toml = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.a]\nservers = [\"{}\"]\n\
-         [[route]]\npath = \"/\"\nupstream = \"a\"\n",
-        a.addr
-    );
+    let toml = one_route(a.addr);
     let proxy = TestProxy::start(&dir, &toml).await;
     // Just over 64 KiB of headers.
     let big = "x".repeat(8 * 1024);
