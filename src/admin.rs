@@ -41,10 +41,6 @@ impl Admin {
         tokio::spawn(accept.instrument(tracing::info_span!("admin", addr = %local)));
         Ok(Admin { local, stop })
     }
-
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
 }
 
 impl Drop for Admin {

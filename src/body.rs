@@ -49,10 +49,6 @@ impl ResponseBody {
         Self::new(Kind::Text(Some(Bytes::from_static(text.as_bytes()))))
     }
 
-    pub fn owned_text(text: String) -> Self {
-        Self::new(Kind::Text(Some(Bytes::from(text))))
-    }
-
     pub fn upstream(body: Incoming, reuse: Option<Reuse>) -> Self {
         Self::new(Kind::Upstream(body, reuse))
     }

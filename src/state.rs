@@ -147,15 +147,6 @@ impl Generation {
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&ActiveRoute> {
         self.router.route(host, path).map(|i| &self.routes[i])
     }
-
-    /// Whether `name`'s upstream object is shared with `other` (kept across
-    /// a reload).
-    pub fn shares_upstream(&self, other: &Generation, name: &str) -> bool {
-        match (self.upstreams.get(name), other.upstreams.get(name)) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
 }
 
 /// Waits for a stop signal without taking the signal's lock on every wake.
