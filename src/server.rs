@@ -122,7 +122,7 @@ async fn accept_loop(
                 if out_of_files_warning_due() {
                     tracing::warn!(
                         error = %e,
-                        open_files_limit = open_files_limit(),
+                        open_files_limit = open_files_limit().map_or(0, |l| l.rlim_cur),
                         "out of file descriptors: new connections wait in the backlog \
                          until some close; open connections are unaffected"
                     );
@@ -161,15 +161,15 @@ fn is_out_of_files(error: &io::Error) -> bool {
     )
 }
 
-/// The process's soft limit on open files.
-pub fn open_files_limit() -> u64 {
+/// The process's limits on open files, soft and hard, if they can be read.
+pub fn open_files_limit() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes into the struct we pass.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    if ok { limit.rlim_cur } else { 0 }
+    ok.then_some(limit)
 }
 
 /// Serve one client connection until it closes, upgrades or is drained.

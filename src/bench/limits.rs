@@ -37,14 +37,7 @@ impl FileLimit {
 /// `None` if the limit cannot be read on this platform.
 #[cfg(unix)]
 pub fn raise_open_file_limit() -> Option<FileLimit> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass; nothing else is touched.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return None;
-    }
+    let mut lim = crate::server::open_files_limit()?;
     if lim.rlim_cur < lim.rlim_max {
         let mut target = lim.rlim_max;
         // An "unlimited" hard limit is not accepted as a soft limit everywhere

@@ -152,7 +152,7 @@ impl Upstream {
                 .exchange(&mut sender, outgoing, progress.as_deref(), None)
                 .await
             {
-                Exchange::Answered(response) => {
+                Ok(response) => {
                     return Ok(Answer {
                         response,
                         server: server.clone(),
@@ -164,12 +164,12 @@ impl Upstream {
                 }
                 // A pooled connection closed before the request left: the
                 // request comes back untouched; send it on a new connection.
-                Exchange::Unsent(request) if !fresh => {
-                    outgoing = request;
+                Err(NoAnswer::Unsent(request)) if !fresh => {
+                    outgoing = *request;
                     fresh = true;
                     sender = self.connect(&server).await?;
                 }
-                failed => return Err(self.failure(&server, failed)),
+                Err(failed) => return Err(self.failure(&server, failed)),
             }
         }
     }
@@ -189,10 +189,7 @@ impl Upstream {
         let exchange = self
             .exchange(&mut sender, outgoing, None, Some(&mut connection))
             .await;
-        let response = match exchange {
-            Exchange::Answered(response) => response,
-            failed => return Err(self.failure(&server, failed)),
-        };
+        let response = exchange.map_err(|failed| self.failure(&server, failed))?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             pool::spawn(connection);
             return Ok(UpgradeAnswer::Refused(Answer {
@@ -208,8 +205,8 @@ impl Upstream {
         let switched = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx));
         match tokio::time::timeout(self.config.read_timeout, switched).await {
             Ok(Ok(())) => {}
-            Ok(Err(source)) => return Err(self.failure(&server, Exchange::Failed(source))),
-            Err(_) => return Err(self.failure(&server, Exchange::TimedOut)),
+            Ok(Err(source)) => return Err(self.failure(&server, NoAnswer::Failed(source))),
+            Err(_) => return Err(self.failure(&server, NoAnswer::TimedOut)),
         }
         let parts = connection.into_parts();
         Ok(UpgradeAnswer::Switched {
@@ -221,22 +218,21 @@ impl Upstream {
     }
 
     /// The error for an exchange that did not get an answer.
-    fn failure(&self, server: &ServerPool, exchange: Exchange) -> ProxyError {
+    fn failure(&self, server: &ServerPool, failed: NoAnswer) -> ProxyError {
         let upstream = self.config.name.clone();
         let server = server.addr.to_string();
-        match exchange {
-            Exchange::TimedOut => ProxyError::ResponseTimeout {
+        match failed {
+            NoAnswer::TimedOut => ProxyError::ResponseTimeout {
                 upstream,
                 server,
                 timeout: self.config.read_timeout,
             },
-            Exchange::Unsent(_) => ProxyError::ConnectionLost { upstream, server },
-            Exchange::Failed(source) => ProxyError::Broken {
+            NoAnswer::Unsent(_) => ProxyError::ConnectionLost { upstream, server },
+            NoAnswer::Failed(source) => ProxyError::Broken {
                 upstream,
                 server,
                 source,
             },
-            Exchange::Answered(_) => ProxyError::MissingUpstream(upstream),
         }
     }
 
@@ -329,7 +325,7 @@ impl Upstream {
         request: Request<RequestBody>,
         progress: Option<&Progress>,
         mut drive: Option<&mut Connection>,
-    ) -> Exchange {
+    ) -> Result<Response<Incoming>, NoAnswer> {
         let timeout = self.config.read_timeout;
         let response = sender.try_send_request(request);
         tokio::pin!(response);
@@ -344,11 +340,11 @@ impl Upstream {
             }
             if let Poll::Ready(result) = response.as_mut().poll(cx) {
                 return Poll::Ready(match result {
-                    Ok(response) => Exchange::Answered(response),
-                    Err(mut error) => match error.take_message() {
-                        Some(request) => Exchange::Unsent(request),
-                        None => Exchange::Failed(error.into_error()),
-                    },
+                    Ok(response) => Ok(response),
+                    Err(mut error) => Err(match error.take_message() {
+                        Some(request) => NoAnswer::Unsent(Box::new(request)),
+                        None => NoAnswer::Failed(error.into_error()),
+                    }),
                 });
             }
             while sleep.as_mut().poll(cx).is_ready() {
@@ -357,7 +353,7 @@ impl Upstream {
                     Some(deadline) if deadline > Instant::now() => {
                         sleep.as_mut().reset(deadline.into());
                     }
-                    _ => return Poll::Ready(Exchange::TimedOut),
+                    _ => return Poll::Ready(Err(NoAnswer::TimedOut)),
                 }
             }
             Poll::Pending
@@ -375,11 +371,10 @@ impl Upstream {
     }
 }
 
-/// How one attempt to send a request ended.
-enum Exchange {
-    Answered(Response<Incoming>),
+/// Why one attempt to send a request got no answer.
+enum NoAnswer {
     /// The connection was closed before the request left; here it is back.
-    Unsent(Request<RequestBody>),
+    Unsent(Box<Request<RequestBody>>),
     Failed(hyper::Error),
     TimedOut,
 }
