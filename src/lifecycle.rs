@@ -51,7 +51,11 @@ impl Proxy {
     /// Bind every listener of `config` and start serving.
     pub async fn start(config: Config) -> Result<Proxy, RunError> {
         let sockets = bind_all(config.listener_keys().map(|(key, _)| key))?;
-        let admin_socket = config.server.admin.map(bind).transpose()?;
+        let admin_socket = config
+            .server
+            .admin
+            .map(|addr| Ok::<_, RunError>((addr, bind(addr)?)))
+            .transpose()?;
         let workers = Workers::start(config.server.workers).map_err(RunError::Workers)?;
         let state = Arc::new(State::new(
             config,
@@ -63,7 +67,7 @@ impl Proxy {
             listeners.push(spawn_listener(socket, key, &state, &workers)?);
         }
         let admin = admin_socket
-            .map(|socket| spawn_admin(socket, &state))
+            .map(|(addr, socket)| spawn_admin(socket, addr, &state))
             .transpose()?;
         Ok(Proxy {
             state,
@@ -150,7 +154,7 @@ impl Proxy {
             .collect();
         let new_sockets = bind_all(added.into_iter())?;
         let new_admin = match next.server.admin {
-            Some(addr) if Some(addr) != current.config.server.admin => Some(bind(addr)?),
+            Some(addr) if Some(addr) != current.config.server.admin => Some((addr, bind(addr)?)),
             _ => None,
         };
 
@@ -180,8 +184,8 @@ impl Proxy {
             }
             keep
         });
-        if let Some(socket) = new_admin {
-            inner.admin = Some(spawn_admin(socket, &self.state)?);
+        if let Some((addr, socket)) = new_admin {
+            inner.admin = Some(spawn_admin(socket, addr, &self.state)?);
         } else if admin_removed {
             inner.admin = None;
         }
@@ -326,11 +330,11 @@ fn spawn_listener(
     Ok(listener)
 }
 
-fn spawn_admin(socket: TcpListener, state: &Arc<State>) -> Result<Admin, RunError> {
-    let addr = socket.local_addr().map_err(|source| RunError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })?;
+fn spawn_admin(
+    socket: TcpListener,
+    addr: SocketAddr,
+    state: &Arc<State>,
+) -> Result<Admin, RunError> {
     let admin =
         Admin::spawn(socket, state.clone()).map_err(|source| RunError::Bind { addr, source })?;
     tracing::info!(
