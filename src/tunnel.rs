@@ -10,8 +10,8 @@
 //! An idle tunnel holds no copy buffer. Bytes are read into the worker
 //! thread's one scratch buffer and written straight to the other side; only
 //! when that side cannot take them all does the rest move to a buffer of the
-//! tunnel's own, until it drains. Thousands of quiet chat connections therefore cost two sockets and
-//! one small task each.
+//! tunnel's own, until it drains. Thousands of quiet chat connections
+//! therefore cost two sockets and one small task each.
 
 use crate::metrics::RouteStats;
 use crate::server::ClientStream;

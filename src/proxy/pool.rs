@@ -4,9 +4,11 @@
 //! first, so the fewest stay warm). A request takes one, or opens a new one;
 //! when its response body has been read to the end the connection goes back
 //! ([`Reuse`]); a response abandoned half-way takes its connection with it.
-//! Each connection's I/O runs in its own task, with upgrades enabled so a
-//! `101` can become a tunnel. Idle connections are dropped after
-//! [`IDLE_TIMEOUT`], and at most [`MAX_IDLE`] are kept.
+//! Each pooled connection's I/O runs in its own task ([`spawn`]). A
+//! WebSocket upgrade instead takes a [`Fresh`] connection and drives it
+//! itself, so a `101` hands the raw socket straight to the tunnel. Idle
+//! connections are dropped after [`IDLE_TIMEOUT`]; at most [`MAX_IDLE`] are
+//! kept per worker.
 //!
 //! This is what hyper-util's legacy client does, cut to what a reverse proxy
 //! needs: one pool per server (no hashing of URIs per request), connecting
