@@ -4,7 +4,7 @@
 //! [`ResponseBody`] is what the client receives, whoever made it: an
 //! upstream, the static file server or the proxy itself. It counts the bytes
 //! it yields and, when hyper drops it (the response is finished or the client
-//! went away), closes the request's [`access::Record`](crate::access::Record).
+//! went away), closes the request's [`crate::access::Record`].
 //! [`RequestBody`] is what goes to an upstream: the client's body, or nothing.
 
 use crate::access;

@@ -26,7 +26,7 @@
 //! - [`metrics`] and [`admin`]: Prometheus series and the admin listener.
 //! - [`workers`]: one single-threaded runtime per core.
 //! - [`telemetry`]: log set-up.
-//! - [`demo`]: the built-in chat room demo; [`bench`]: the load tool.
+//! - [`demo`]: the built-in chat room demo; [`mod@bench`]: the load tool.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

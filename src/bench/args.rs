@@ -100,7 +100,7 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u8).range(1..))]
     pub source_addrs: u8,
 
-    /// Extra request header, repeatable (e.g. -H 'Origin: https://app.example').
+    /// Extra request header, repeatable (e.g. `-H 'Origin: https://app.example'`).
     #[arg(short = 'H', long = "header", value_name = "NAME:VALUE")]
     pub headers: Vec<Header>,
 

@@ -1,7 +1,7 @@
 //! The route file: what an operator writes, checked into a [`Config`].
 //!
-//! Loading happens in two stages. [`raw`] turns TOML text into serde structs
-//! that reject unknown keys and wrong types; [`validate`] checks meaning
+//! Loading happens in two stages. `raw` turns TOML text into serde structs
+//! that reject unknown keys and wrong types; `validate` checks meaning
 //! (addresses, durations, files, cross-references) and collects *every*
 //! problem it finds, each with the `FILE:LINE:COL` it comes from. Only a file
 //! with no problem at all becomes a [`Config`]: there is no half-valid state.
