@@ -33,7 +33,7 @@ pub struct RequestInfo {
     pub method: Method,
     pub uri: Uri,
     pub host: Option<HeaderValue>,
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     /// The error behind a response the proxy made itself.
     pub error: Option<(Level, String)>,
     /// What cut the response body short, if anything did.

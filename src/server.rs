@@ -192,8 +192,12 @@ async fn serve(
 
     open.inc();
     let peer = Arc::new(Peer::new(peer, scheme));
-    serve_http(stream, peer, tls, header_timeout, &state).await;
+    serve_http(stream, peer.clone(), tls, header_timeout, &state).await;
     open.dec();
+    // An upgraded connection carries on as a tunnel, in this same task.
+    if let Some(tunnel) = peer.take_tunnel() {
+        tunnel.run().await;
+    }
 }
 
 async fn serve_http(

@@ -29,6 +29,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -36,14 +37,37 @@ use tracing::Instrument;
 const CHUNK: usize = 64 * 1024;
 /// Reads per direction per poll before yielding to other tasks.
 const READS_PER_POLL: usize = 16;
-/// How long both halves of an upgrade may take to be handed over.
-const HANDOVER: Duration = Duration::from_secs(10);
+
+/// One end of a tunnel: a byte stream that knows how it is best closed.
+pub trait End: AsyncRead + AsyncWrite + Unpin {
+    /// Whether passing on an end-of-stream takes a shutdown of its own. A
+    /// plain TCP socket needs none: the tunnel ends right after and closing
+    /// the socket sends its FIN, so the `shutdown` call would be one system
+    /// call per tunnel for nothing. TLS first sends its `close_notify`.
+    fn shutdown_before_close(&self) -> bool {
+        true
+    }
+}
+
+impl End for TcpStream {
+    fn shutdown_before_close(&self) -> bool {
+        false
+    }
+}
+
+impl End for ClientStream {
+    fn shutdown_before_close(&self) -> bool {
+        matches!(self, Either::Right(_))
+    }
+}
+
+impl End for TokioIo<hyper::upgrade::Upgraded> {}
 
 /// Everything a tunnel needs besides its two connections.
 pub struct Tunnel {
     pub stats: Arc<RouteStats>,
     pub idle_timeout: Duration,
-    pub upstream_server: String,
+    pub upstream_server: Arc<str>,
     /// The client's address, for the close event.
     pub peer: std::net::SocketAddr,
     pub hard_stop: CancellationToken,
@@ -73,55 +97,61 @@ impl Closed {
     }
 }
 
-impl Tunnel {
-    /// Wait for the client's half of the upgrade (it comes once the `101`
-    /// is written), then relay until done. `upstream` is the upstream's raw
-    /// connection and `early` what it sent right behind its `101`. The
-    /// returned future is what the caller spawns (and tracks).
-    pub fn run(
-        self,
-        client: OnUpgrade,
-        upstream: TcpStream,
-        early: Bytes,
-    ) -> impl Future<Output = ()> + Send {
+/// An upgrade the upstream accepted, waiting for the client connection to
+/// be handed over: hyper gives it up once the `101` is written.
+pub struct Handover {
+    pub tunnel: Tunnel,
+    /// The client's half, from `hyper::upgrade::on`.
+    pub client: OnUpgrade,
+    /// The upstream's raw connection.
+    pub upstream: TcpStream,
+    /// What the upstream sent right behind its `101`.
+    pub early: Bytes,
+}
+
+impl Handover {
+    /// Relay until done. Called by the client connection's task after
+    /// hyper let go of the connection, so the client's half is already
+    /// there (or the connection broke before the `101` went out).
+    pub async fn run(self) {
+        let Handover {
+            tunnel,
+            client,
+            upstream,
+            early,
+        } = self;
         let span = tracing::debug_span!(
             "tunnel",
-            route = %self.stats.name,
-            upstream = %self.upstream_server
+            route = %tunnel.stats.name,
+            upstream = %tunnel.upstream_server
         );
-        async move {
-            let client = match tokio::time::timeout(HANDOVER, client).await {
-                Ok(Ok(client)) => client,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "upgrade not completed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("upgrade not completed within {HANDOVER:?}");
-                    return;
-                }
-            };
-            match client.downcast::<TokioIo<ClientStream>>() {
-                Ok(client) => {
-                    let splice =
-                        Splice::new(client.io.into_inner(), client.read_buf, upstream, early);
-                    self.relay(splice).await
-                }
-                // Not the stream type the server hands out: relay through
-                // hyper's own wrapper.
-                Err(client) => {
-                    let splice = Splice::new(TokioIo::new(client), Bytes::new(), upstream, early);
-                    self.relay(splice).await
-                }
+        let client = match client.await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade not completed");
+                return;
+            }
+        };
+        match client.downcast::<TokioIo<ClientStream>>() {
+            Ok(client) => {
+                let splice = Splice::new(client.io.into_inner(), client.read_buf, upstream, early);
+                tunnel.relay(splice).instrument(span).await
+            }
+            // Not the stream type the server hands out: relay through
+            // hyper's own wrapper.
+            Err(client) => {
+                let splice = Splice::new(TokioIo::new(client), Bytes::new(), upstream, early);
+                tunnel.relay(splice).instrument(span).await
             }
         }
-        .instrument(span)
     }
+}
 
+impl Tunnel {
     async fn relay<A, B>(self, mut splice: Splice<A, B>)
     where
-        A: AsyncRead + AsyncWrite + Unpin,
-        B: AsyncRead + AsyncWrite + Unpin,
+        A: End,
+        B: End,
     {
         let started = Instant::now();
         self.stats.tunnel_opened();
@@ -210,8 +240,8 @@ enum FlowError {
 
 impl<A, B> Splice<A, B>
 where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    A: End,
+    B: End,
 {
     /// Splice `client` and `upstream`; `*_early` are bytes each side sent
     /// right behind the handshake, already read by the HTTP parser.
@@ -235,8 +265,8 @@ where
 
 impl<A, B> Future for Splice<A, B>
 where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    A: End,
+    B: End,
 {
     type Output = Closed;
 
@@ -279,7 +309,7 @@ fn poll_flow<R, W>(
 ) -> Poll<Result<(), FlowError>>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: End,
 {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
@@ -303,7 +333,7 @@ fn relay<R, W>(
 ) -> Poll<Result<(), FlowError>>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: End,
 {
     for _ in 0..READS_PER_POLL {
         // Whatever the writer refused last time goes first.
@@ -322,7 +352,9 @@ where
         }
         if flow.eof {
             ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(FlowError::Write)?;
-            ready!(Pin::new(&mut *to).poll_shutdown(cx)).map_err(FlowError::Write)?;
+            if to.shutdown_before_close() {
+                ready!(Pin::new(&mut *to).poll_shutdown(cx)).map_err(FlowError::Write)?;
+            }
             return Poll::Ready(Ok(()));
         }
         let mut buf = ReadBuf::uninit(chunk);

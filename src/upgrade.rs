@@ -18,7 +18,7 @@ use crate::proxy::Peer;
 use crate::proxy::client::{Outgoing, UpgradeAnswer, Upstream};
 use crate::proxy::headers;
 use crate::state::State;
-use crate::tunnel::Tunnel;
+use crate::tunnel::{Handover, Tunnel};
 use base64::Engine;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -36,7 +36,7 @@ pub async fn relay(
     stats: &Arc<RouteStats>,
     upstream: &Upstream,
     state: &State,
-) -> Result<(Response<ResponseBody>, Option<String>), ProxyError> {
+) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
     let origin = req.headers().get(header::ORIGIN);
     if !route
         .allow_origins
@@ -74,11 +74,11 @@ pub async fn relay(
             stream,
             early,
             server,
-        } => (response, stream, early, server.addr.to_string()),
+        } => (response, stream, early, server.name.clone()),
         UpgradeAnswer::Refused(answer) => {
             // Not a switch: an ordinary response, and the connection stays HTTP.
             stats.refused(Refusal::Not101);
-            let server = answer.server.addr.to_string();
+            let server = answer.server.name.clone();
             let (mut parts, body) = answer.response.into_parts();
             headers::to_client(&mut parts.headers, false);
             return Ok((
@@ -91,7 +91,7 @@ pub async fn relay(
         stats.refused(Refusal::BadAccept);
         Err(ProxyError::BadUpgrade {
             upstream: upstream.config.name.clone(),
-            server: server.clone(),
+            server: server.to_string(),
             reason,
         })
     };
@@ -110,7 +110,12 @@ pub async fn relay(
         peer: peer.addr,
         hard_stop: state.hard_stop.clone(),
     };
-    state.tasks.spawn(tunnel.run(client_upgrade, stream, early));
+    peer.become_tunnel(Handover {
+        tunnel,
+        client: client_upgrade,
+        upstream: stream,
+        early,
+    });
 
     let (mut parts, _empty_body) = response.into_parts();
     headers::to_client(&mut parts.headers, true);

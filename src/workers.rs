@@ -29,6 +29,27 @@ pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// How often a worker's clock ticks (see [`heartbeat`]).
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keep a timer due within [`HEARTBEAT`], always.
+///
+/// Tokio wakes a runtime's I/O driver (a `write` to its eventfd) whenever a
+/// timer is registered with a deadline earlier than every timer it already
+/// holds, even when the registering thread is the runtime's own and is busy
+/// (tokio-rs/tokio#5207). Each connection registers a few timeouts of
+/// seconds (`client_header_timeout`, `connect_timeout`, `read_timeout`), so
+/// that was a wasted system call and wake-up for most WebSocket handshakes.
+/// With a tick never more than half a second away, only timeouts shorter
+/// than that still wake the driver.
+async fn heartbeat() {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
 /// The running worker threads.
 pub struct Workers {
     handles: Vec<Handle>,
@@ -59,7 +80,10 @@ impl Workers {
                     };
                     let _ = handle_tx.send(Ok(runtime.handle().clone()));
                     runtime.block_on(async {
-                        let _ = stop_rx.await;
+                        tokio::select! {
+                            _ = stop_rx => {}
+                            () = heartbeat() => {}
+                        }
                     });
                     // Dropping the runtime cancels whatever is left on it.
                 })?;

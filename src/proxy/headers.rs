@@ -57,17 +57,51 @@ pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// Remove hop-by-hop headers: the fixed list, `Proxy-*`, and every header
 /// named in `Connection` (except `Host`, which the proxy needs to keep).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, Upgrade::Drop);
+}
+
+/// What becomes of `Connection` and `Upgrade` while stripping.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    Drop,
+    /// They are about to be overwritten (a WebSocket upgrade): leave them
+    /// for the overwrite rather than remove them first.
+    Overwrite,
+}
+
+impl Upgrade {
+    fn for_websocket(websocket: bool) -> Upgrade {
+        if websocket {
+            Upgrade::Overwrite
+        } else {
+            Upgrade::Drop
+        }
+    }
+}
+
+fn strip(headers: &mut HeaderMap, upgrade: Upgrade) {
+    let to_remove = |name: &HeaderName| {
+        is_hop_by_hop(name)
+            && !(upgrade == Upgrade::Overwrite
+                && (name == header::CONNECTION || name == header::UPGRADE))
+    };
     // Most messages carry none, or only `Connection: keep-alive|upgrade`:
     // look before touching the map.
-    if !headers.keys().any(is_hop_by_hop) {
+    let (mut connection, mut removable) = (false, false);
+    for name in headers.keys() {
+        connection |= name == header::CONNECTION;
+        removable |= to_remove(name);
+    }
+    if !connection && !removable {
         return;
     }
-    let names_headers = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| !is_connection_option(t.trim_ascii()));
-    if names_headers {
+    let named_any = connection
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| !is_connection_option(t.trim_ascii()));
+    if named_any {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -85,7 +119,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present: [Option<HeaderName>; 8] = Default::default();
     loop {
         let mut found = 0;
-        for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
+        for name in headers.keys().filter(|n| to_remove(n)) {
             if found == present.len() {
                 break;
             }
@@ -173,7 +207,7 @@ pub fn to_upstream(
     websocket: bool,
 ) {
     let forwarded_for = forwarded_for(headers, &client.ip);
-    strip_hop_by_hop(headers);
+    strip(headers, Upgrade::for_websocket(websocket));
     headers.reserve(6);
     headers.insert(X_REAL_IP.clone(), client.ip.clone());
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
@@ -197,7 +231,7 @@ pub fn to_upstream(
 
 /// Rewrite upstream response headers for the client.
 pub fn to_client(headers: &mut HeaderMap, websocket: bool) {
-    strip_hop_by_hop(headers);
+    strip(headers, Upgrade::for_websocket(websocket));
     if websocket {
         set_websocket_upgrade(headers);
     }
@@ -329,6 +363,40 @@ mod tests {
         assert_eq!(map["connection"], "Upgrade");
         assert_eq!(map["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(map["sec-websocket-version"], "13");
+    }
+
+    #[test]
+    fn websocket_upgrade_still_drops_what_connection_names() {
+        let mut map = headers(&[
+            ("host", "h"),
+            ("connection", "Upgrade, X-Secret"),
+            ("connection", "keep-alive"),
+            ("upgrade", "websocket"),
+            ("upgrade", "h2c"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic eDp5"),
+        ]);
+        let host = map.get("host").cloned();
+        to_upstream(&mut map, &client(), host.as_ref(), true);
+        let all = |name: &str| -> Vec<_> { map.get_all(name).iter().cloned().collect() };
+        assert_eq!(all("connection"), ["Upgrade"]);
+        assert_eq!(all("upgrade"), ["websocket"]);
+        for gone in ["x-secret", "keep-alive", "proxy-authorization"] {
+            assert!(!map.contains_key(gone), "{gone} crossed the proxy");
+        }
+
+        let mut response = headers(&[
+            ("connection", "upgrade, x-backend-only"),
+            ("upgrade", "websocket"),
+            ("x-backend-only", "1"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ]);
+        to_client(&mut response, true);
+        assert_eq!(response["connection"], "Upgrade");
+        assert_eq!(response["upgrade"], "websocket");
+        assert!(!response.contains_key("x-backend-only"));
+        assert!(response.contains_key("sec-websocket-accept"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::body::{Progress, RequestBody, ResponseBody};
 use crate::config::Scheme;
 use crate::error::{MISSING_HOST, ProxyError};
 use crate::state::{ActiveRoute, State, Target};
+use crate::tunnel::Handover;
 use client::Outgoing;
 use headers::ClientSide;
 use http::header::{self, HeaderValue};
@@ -17,7 +18,7 @@ use http::{Request, Response, Version};
 use hyper::body::{Body, Incoming};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The largest request head (request line and headers) accepted; larger
@@ -25,11 +26,13 @@ use std::time::Instant;
 pub const MAX_HEAD: usize = 64 * 1024;
 
 /// The client connection a request arrived on.
-#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     /// What the upstream is told about this client.
     pub client: ClientSide,
+    /// The tunnel this connection becomes once its `101` is written: the
+    /// connection's own task runs it when hyper lets go of the connection.
+    tunnel: Mutex<Option<Handover>>,
 }
 
 impl Peer {
@@ -37,7 +40,18 @@ impl Peer {
         Peer {
             addr,
             client: ClientSide::new(addr.ip(), scheme),
+            tunnel: Mutex::new(None),
         }
+    }
+
+    /// Make this connection a tunnel after the response in flight.
+    pub fn become_tunnel(&self, handover: Handover) {
+        *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(handover);
+    }
+
+    /// The tunnel this connection was made, if an upgrade succeeded.
+    pub fn take_tunnel(&self) -> Option<Handover> {
+        self.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -80,7 +94,7 @@ async fn serve(
     host: Option<&HeaderValue>,
     route: Option<&ActiveRoute>,
     state: &State,
-) -> Result<(Response<ResponseBody>, Option<String>), ProxyError> {
+) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
     let size = head_size(&req);
     if size > MAX_HEAD {
         return Err(ProxyError::HeadTooLarge {
@@ -99,7 +113,18 @@ async fn serve(
             route: proxy,
         } => {
             if headers::is_websocket_upgrade(&req) {
-                crate::upgrade::relay(req, peer, host, proxy, &route.stats, upstream, state).await
+                // Boxed: the upgrade's state is large, and every request's
+                // future (moved into place by hyper) would otherwise carry it.
+                Box::pin(crate::upgrade::relay(
+                    req,
+                    peer,
+                    host,
+                    proxy,
+                    &route.stats,
+                    upstream,
+                    state,
+                ))
+                .await
             } else {
                 forward(req, &peer.client, host, upstream).await
             }
@@ -113,7 +138,7 @@ async fn forward(
     client: &ClientSide,
     host: Option<&HeaderValue>,
     upstream: &client::Upstream,
-) -> Result<(Response<ResponseBody>, Option<String>), ProxyError> {
+) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
     let (parts, body) = req.into_parts();
     let body = if body.is_end_stream() {
         RequestBody::Empty
@@ -126,7 +151,7 @@ async fn forward(
     let answer = upstream
         .send(Outgoing::from_client(parts, client, host, false, body))
         .await?;
-    let server = answer.server.addr.to_string();
+    let server = answer.server.name.clone();
     let (mut parts, body) = answer.response.into_parts();
     headers::to_client(&mut parts.headers, false);
     Ok((

@@ -39,6 +39,8 @@ pub type Sender = SendRequest<RequestBody>;
 /// The idle connections to one server.
 pub struct ServerPool {
     pub addr: ServerAddr,
+    /// `addr` as text, for access events and tunnels (made once, shared).
+    pub name: Arc<str>,
     /// The address to dial when the server is an IP literal.
     literal: Option<SocketAddr>,
     connect_timeout: Duration,
@@ -75,6 +77,7 @@ impl ServerPool {
             .zip(addr.authority.port_u16())
             .map(|(ip, port)| SocketAddr::new(ip, port));
         ServerPool {
+            name: addr.to_string().into(),
             addr,
             literal,
             connect_timeout,
