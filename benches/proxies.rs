@@ -3,6 +3,9 @@
 //! One backend (this binary re-executed with `--backend ADDR`), and in front
 //! of it Switchyard (`target/release/switchyard`), nginx and HAProxy when
 //! installed, each from a generated configuration in a temporary folder.
+//! For HTTP also `bare-hyper` (this binary as `--bare-hyper LISTEN BACKEND`):
+//! hyper's server and client joined with nothing else, the floor of any
+//! proxy built on hyper, so the table shows what Switchyard's own work costs.
 //! Workloads, driven by `switchyard bench` (and wrk for HTTP when present):
 //! HTTP GET, WebSocket echo and bulk, handshakes over ws:// and wss://, and
 //! 9,500 held tunnels (memory per tunnel, echo p99 under load). Targets are
@@ -11,7 +14,7 @@
 //!
 //! Knobs: `BENCH_ROUNDS` (3), `BENCH_SECONDS` per measurement (5),
 //! `BENCH_ONLY` (comma list: http, echo, bulk, handshake, handshake-ws,
-//! handshake-wss, hold), `BENCH_TARGETS` (direct, switchyard, nginx, haproxy),
+//! handshake-wss, hold), `BENCH_TARGETS` (direct, switchyard, nginx, haproxy, bare-hyper),
 //! `BENCH_KEEP_TMP` (keep the generated configurations and logs).
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it only runs its
@@ -19,6 +22,8 @@
 
 #[path = "proxies/backend.rs"]
 mod backend;
+#[path = "proxies/bare_hyper.rs"]
+mod bare_hyper;
 #[path = "proxies/certs.rs"]
 mod certs;
 #[path = "proxies/hold.rs"]
@@ -53,6 +58,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--backend") {
         return backend::main(args.get(i + 1).map_or("", String::as_str));
+    }
+    if let Some(i) = args.iter().position(|a| a == "--bare-hyper") {
+        let arg = |n: usize| args.get(i + n).map_or("", String::as_str);
+        return bare_hyper::main(arg(1), arg(2));
     }
     if !args.iter().any(|a| a == "--bench") {
         return self_checks();
@@ -187,7 +196,7 @@ fn suite() -> Result<(), String> {
         );
     }
     let certs = certs::make(&dir)?;
-    let ports = targets::free_ports(7)?;
+    let ports = targets::free_ports(1 + 2 * TargetKind::ALL.len())?;
     let backend_addr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
     let shared = Shared {
         dir: dir.clone(),
@@ -198,7 +207,7 @@ fn suite() -> Result<(), String> {
 
     // The backend.
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(&exe);
     command.arg("--backend").arg(backend_addr.to_string());
     let mut backend = Guard::spawn("backend", command, &dir.join("backend.log"), None)?;
     process::wait_for_port(backend_addr, &mut backend, Duration::from_secs(10))?;
@@ -207,7 +216,7 @@ fn suite() -> Result<(), String> {
     let mut skipped = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
     for (i, &kind) in settings.targets.iter().enumerate() {
-        let (ws, wss) = (ports[1 + 2 * (i % 3)], ports[2 + 2 * (i % 3)]);
+        let (ws, wss) = (ports[1 + 2 * i], ports[2 + 2 * i]);
         let program = match kind {
             TargetKind::Direct => {
                 targets.push(Target::direct(&shared));
@@ -216,6 +225,7 @@ fn suite() -> Result<(), String> {
             TargetKind::Switchyard => Some(binary.clone()),
             TargetKind::Nginx => process::find_program("nginx"),
             TargetKind::Haproxy => process::find_program("haproxy"),
+            TargetKind::BareHyper => Some(exe.clone()),
         };
         let Some(program) = program else {
             let msg = format!("{kind} is not installed: skipped (apt-get install -y {kind})");
@@ -262,11 +272,7 @@ fn suite() -> Result<(), String> {
         .workloads
         .iter()
         .map(|&w| {
-            let ts = kinds
-                .iter()
-                .copied()
-                .filter(|t| w != Workload::HandshakeWss || t.is_proxy())
-                .collect();
+            let ts = kinds.iter().copied().filter(|t| t.serves(w)).collect();
             (w, ts)
         })
         .collect();

@@ -109,14 +109,18 @@ pub enum TargetKind {
     Switchyard,
     Nginx,
     Haproxy,
+    /// hyper's server and client joined with nothing else (HTTP only): the
+    /// floor of a proxy built on hyper.
+    BareHyper,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 4] = [
+    pub const ALL: [TargetKind; 5] = [
         TargetKind::Direct,
         TargetKind::Switchyard,
         TargetKind::Nginx,
         TargetKind::Haproxy,
+        TargetKind::BareHyper,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +129,16 @@ impl TargetKind {
             TargetKind::Switchyard => "switchyard",
             TargetKind::Nginx => "nginx",
             TargetKind::Haproxy => "haproxy",
+            TargetKind::BareHyper => "bare-hyper",
+        }
+    }
+
+    /// Whether this target takes part in `workload`.
+    pub fn serves(self, workload: Workload) -> bool {
+        match self {
+            TargetKind::Direct => workload != Workload::HandshakeWss,
+            TargetKind::BareHyper => workload == Workload::Http,
+            _ => true,
         }
     }
 
@@ -136,7 +150,9 @@ impl TargetKind {
         TargetKind::ALL
             .into_iter()
             .find(|t| t.name() == word)
-            .ok_or_else(|| format!("unknown target {word:?} (direct, switchyard, nginx, haproxy)"))
+            .ok_or_else(|| {
+                format!("unknown target {word:?} (direct, switchyard, nginx, haproxy, bare-hyper)")
+            })
     }
 }
 

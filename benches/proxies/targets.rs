@@ -65,6 +65,7 @@ pub struct Target {
     program: Option<PathBuf>,
     config: Option<PathBuf>,
     dir: PathBuf,
+    backend: SocketAddr,
     guard: Option<Guard>,
 }
 
@@ -77,6 +78,7 @@ impl Target {
             program: None,
             config: None,
             dir: shared.dir.clone(),
+            backend: shared.backend,
             guard: None,
         }
     }
@@ -110,6 +112,18 @@ impl Target {
                 )
             }
             TargetKind::Direct => return Ok(Target::direct(shared)),
+            TargetKind::BareHyper => {
+                return Ok(Target {
+                    kind,
+                    ws_port,
+                    wss_port: None,
+                    program: Some(program),
+                    config: None,
+                    dir,
+                    backend: shared.backend,
+                    guard: None,
+                });
+            }
         };
         let config = dir.join(name);
         write(&config, &text)?;
@@ -120,6 +134,7 @@ impl Target {
             program: Some(program),
             config: Some(config),
             dir,
+            backend: shared.backend,
             guard: None,
         })
     }
@@ -140,10 +155,11 @@ impl Target {
     /// until both its ports accept connections.
     pub fn start(&mut self) -> Result<(), String> {
         self.stop();
-        let (Some(program), Some(config)) = (&self.program, &self.config) else {
+        let Some(program) = &self.program else {
             return Ok(());
         };
         let mut command = Command::new(program);
+        let config = self.config.as_deref().unwrap_or(Path::new(""));
         match self.kind {
             TargetKind::Switchyard => {
                 command
@@ -165,6 +181,12 @@ impl Target {
             }
             TargetKind::Haproxy => {
                 command.arg("-f").arg(config).arg("-db");
+            }
+            TargetKind::BareHyper => {
+                command
+                    .arg("--bare-hyper")
+                    .arg(format!("127.0.0.1:{}", self.ws_port))
+                    .arg(self.backend.to_string());
             }
             TargetKind::Direct => return Ok(()),
         }
