@@ -45,6 +45,7 @@ pub mod server;
 pub mod state;
 pub mod static_files;
 pub mod telemetry;
+pub mod timer;
 pub mod tls;
 pub mod tunnel;
 pub mod upgrade;

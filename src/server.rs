@@ -10,10 +10,11 @@
 use crate::config::ListenerKey;
 use crate::proxy::{self, MAX_HEAD, Peer};
 use crate::state::{State, StopSignal};
+use crate::timer::CoarseTimer;
 use crate::workers::Workers;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -228,7 +229,7 @@ async fn serve_http(
     let handler = state.clone();
     let service = service_fn(move |req| proxy::handle(req, peer.clone(), handler.clone()));
     let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
+        .timer(CoarseTimer)
         .header_read_timeout(header_timeout)
         .max_header_size(2 * MAX_HEAD)
         .writev(false)

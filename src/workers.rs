@@ -29,24 +29,23 @@ pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// How often a worker's clock ticks (see [`heartbeat`]).
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Keep a timer due within [`HEARTBEAT`], always.
+/// Tick the worker's coarse timeouts ([`crate::timer`]), and keep a tokio
+/// timer due within one tick, always.
 ///
-/// Tokio wakes a runtime's I/O driver (a `write` to its eventfd) whenever a
+/// The second matters too: tokio wakes a runtime's I/O driver (a `write` to its eventfd) whenever a
 /// timer is registered with a deadline earlier than every timer it already
 /// holds, even when the registering thread is the runtime's own and is busy
 /// (tokio-rs/tokio#5207). Each connection registers a few timeouts of
 /// seconds (`client_header_timeout`, `connect_timeout`, `read_timeout`), so
 /// that was a wasted system call and wake-up for most WebSocket handshakes.
-/// With a tick never more than half a second away, only timeouts shorter
-/// than that still wake the driver.
+/// With a tick never more than [`crate::timer::TICK`] away, only timeouts
+/// shorter than that still wake the driver.
 async fn heartbeat() {
-    let mut tick = tokio::time::interval(HEARTBEAT);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut every = tokio::time::interval(crate::timer::TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        every.tick().await;
+        crate::timer::tick();
     }
 }
 
@@ -68,6 +67,7 @@ impl Workers {
                 .name(format!("switchyard-worker-{index}"))
                 .spawn(move || {
                     WORKER_INDEX.with(|w| w.set(index));
+                    crate::timer::install();
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

@@ -18,11 +18,14 @@ use crate::body::{Progress, RequestBody};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::timer::Timeout;
 use bytes::Bytes;
+use either::Either;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
@@ -276,14 +279,18 @@ impl Upstream {
     /// Servers in the order to try them: round-robin from the next one; the
     /// ones marked down go last, but are still tried. The order is fixed
     /// before any attempt marks a server.
-    fn order(&self) -> Vec<usize> {
+    fn order(&self) -> impl Iterator<Item = usize> + use<> {
         let n = self.servers.len();
+        if n == 1 {
+            // Nothing to rotate, nothing to sort: no shared counter touched.
+            return Either::Left(std::iter::once(0));
+        }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
         let now = self.now_ms();
         let is_up = |i: &usize| self.servers[*i].down_until.load(Ordering::Relaxed) <= now;
         let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
         order.sort_by_key(|i| !is_up(i));
-        order
+        Either::Right(order.into_iter())
     }
 
     async fn connect(&self, pool: &ServerPool) -> Result<Sender, ProxyError> {
@@ -329,8 +336,7 @@ impl Upstream {
         let timeout = self.config.read_timeout;
         let response = sender.try_send_request(request);
         tokio::pin!(response);
-        let sleep = tokio::time::sleep(timeout);
-        tokio::pin!(sleep);
+        let mut sleep = Timeout::after(timeout);
         std::future::poll_fn(|cx| {
             // Move the connection's I/O first, so the answer is there to take.
             if let Some(connection) = drive.as_deref_mut()
@@ -347,12 +353,10 @@ impl Upstream {
                     }),
                 });
             }
-            while sleep.as_mut().poll(cx).is_ready() {
+            while Pin::new(&mut sleep).poll(cx).is_ready() {
                 // A body still uploading pushes the deadline back.
                 match progress.map(|p| p.last() + timeout) {
-                    Some(deadline) if deadline > Instant::now() => {
-                        sleep.as_mut().reset(deadline.into());
-                    }
+                    Some(deadline) if deadline > Instant::now() => sleep.reset(deadline),
                     _ => return Poll::Ready(Err(NoAnswer::TimedOut)),
                 }
             }

@@ -217,7 +217,10 @@ pub fn to_upstream(
     );
     match host {
         Some(host) => {
-            headers.insert(header::HOST, host.clone());
+            // Usually the effective host is the `Host` header itself.
+            if headers.get(header::HOST) != Some(host) {
+                headers.insert(header::HOST, host.clone());
+            }
             headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
         None => {
