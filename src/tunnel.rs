@@ -5,7 +5,9 @@
 //! side closes (its end-of-stream is passed on first), when both sides have
 //! been silent for the route's `idle_timeout`, or at the hard stop of a
 //! shutdown. It then writes one `access` event with the route, bytes each
-//! way, duration and who closed.
+//! way, duration and who closed. A tunnel that lives past a minute gets TCP
+//! keep-alive probes on its upstream socket, so an upstream host that
+//! vanished without a word is noticed well before `idle_timeout`.
 //!
 //! An idle tunnel holds no copy buffer. Bytes are read into the worker
 //! thread's one scratch buffer and written straight to the other side; only
@@ -16,6 +18,7 @@
 use crate::metrics::RouteStats;
 use crate::server::ClientStream;
 use crate::state::StopSignal;
+use crate::timer::Timeout;
 use bytes::{Buf, Bytes};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -38,6 +41,21 @@ const CHUNK: usize = 64 * 1024;
 /// Reads per direction per poll before yielding to other tasks.
 const READS_PER_POLL: usize = 16;
 
+/// A tunnel older than this has TCP keep-alive probes on its upstream
+/// socket, so a vanished upstream host is noticed long before
+/// `idle_timeout`. Short tunnels never pay for the two system calls.
+const PROBES_AFTER: Duration = Duration::from_secs(60);
+/// Idle time before the kernel's first keep-alive probe.
+const PROBE_IDLE: Duration = Duration::from_secs(60);
+
+/// Whether the upstream socket has keep-alive probes yet.
+#[derive(Clone, Copy)]
+enum Probes {
+    /// Not yet; from this instant on.
+    From(Instant),
+    Armed,
+}
+
 /// One end of a tunnel: a byte stream that knows how it is best closed.
 pub trait End: AsyncRead + AsyncWrite + Unpin {
     /// Whether passing on an end-of-stream takes a shutdown of its own. A
@@ -47,11 +65,20 @@ pub trait End: AsyncRead + AsyncWrite + Unpin {
     fn shutdown_before_close(&self) -> bool {
         true
     }
+
+    /// Have the kernel probe a silent peer (TCP keep-alive), where the
+    /// stream is a socket.
+    fn send_keepalive_probes(&self) {}
 }
 
 impl End for TcpStream {
     fn shutdown_before_close(&self) -> bool {
         false
+    }
+
+    fn send_keepalive_probes(&self) {
+        let keepalive = socket2::TcpKeepalive::new().with_time(PROBE_IDLE);
+        let _ = socket2::SockRef::from(self).set_tcp_keepalive(&keepalive);
     }
 }
 
@@ -156,8 +183,9 @@ impl Tunnel {
         let started = Instant::now();
         self.stats.tunnel_opened();
         splice.stats = Some(self.stats.clone());
-        let idle = tokio::time::sleep(self.idle_timeout);
-        tokio::pin!(idle);
+        // One timer for both the idle timeout and the keep-alive probes.
+        let mut probes = Probes::From(started + PROBES_AFTER);
+        let mut timer = Timeout::at(started + self.idle_timeout.min(PROBES_AFTER));
         let mut hard_stop = StopSignal::new(&self.hard_stop);
         // The splice first: most wakes are bytes to move.
         let closed = std::future::poll_fn(|cx| {
@@ -167,12 +195,22 @@ impl Tunnel {
             if hard_stop.poll_stopped(cx) {
                 return Poll::Ready(Closed::Shutdown);
             }
-            while idle.as_mut().poll(cx).is_ready() {
-                let deadline = splice.last_activity + self.idle_timeout;
-                if deadline <= Instant::now() {
+            while Pin::new(&mut timer).poll(cx).is_ready() {
+                let now = Instant::now();
+                if let Probes::From(at) = probes
+                    && at <= now
+                {
+                    splice.upstream.send_keepalive_probes();
+                    probes = Probes::Armed;
+                }
+                let idle_at = splice.last_activity + self.idle_timeout;
+                if idle_at <= now {
                     return Poll::Ready(Closed::IdleTimeout);
                 }
-                idle.as_mut().reset(deadline.into());
+                timer.reset(match probes {
+                    Probes::From(at) => at.min(idle_at),
+                    Probes::Armed => idle_at,
+                });
             }
             Poll::Pending
         })
@@ -403,4 +441,23 @@ where
     }
     cx.waker().wake_by_ref();
     Poll::Pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upstream_sockets_get_keepalive_probes_on_request_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stream, _accepted) =
+            tokio::join!(TcpStream::connect(addr), async { listener.accept().await });
+        let stream = stream.unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(!socket.keepalive().unwrap(), "probes from the start");
+        stream.send_keepalive_probes();
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), PROBE_IDLE);
+    }
 }

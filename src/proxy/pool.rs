@@ -30,8 +30,6 @@ use tokio::net::TcpStream;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per server.
 pub const MAX_IDLE: usize = 1024;
-/// TCP keep-alive probes on upstream sockets (long tunnels notice dead peers).
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// A sender on an HTTP/1.1 connection to the upstream.
 pub type Sender = SendRequest<RequestBody>;
@@ -131,8 +129,6 @@ impl ServerPool {
             .await
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
         let _ = stream.set_nodelay(true);
-        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         // Small heads and bodies: one flat buffer and one write beat a
         // vectored write of several pieces.
         let (sender, connection) = http1::Builder::new()
