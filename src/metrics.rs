@@ -315,8 +315,10 @@ impl RouteStats {
     }
 
     pub fn tunnel_closed(&self, lifetime: Duration) {
-        self.tunnels_open.dec();
+        // Counted closed before it stops counting as open: a scrape in
+        // between never sees a tunnel in neither.
         self.tunnel_duration.observe(lifetime.as_secs_f64());
+        self.tunnels_open.dec();
     }
 
     /// Count bytes relayed: `to_upstream` from the client, or back.
