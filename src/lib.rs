@@ -24,7 +24,8 @@
 //! - [`static_files`]: `root` routes.
 //! - [`body`], [`access`], [`error`]: bodies, the access log, error responses.
 //! - [`metrics`] and [`admin`]: Prometheus series and the admin listener.
-//! - [`workers`]: one single-threaded runtime per core.
+//! - [`workers`]: one single-threaded runtime per core; [`timer`]: each
+//!   worker's coarse timeouts.
 //! - [`telemetry`]: log set-up.
 //! - [`demo`]: the built-in chat room demo; [`mod@bench`]: the load tool.
 
