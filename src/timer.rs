@@ -246,7 +246,7 @@ mod tests {
             assert!(pending.is_pending());
             timeout.reset(Instant::now() + Duration::from_millis(50));
             timeout.await;
-            assert!(started.elapsed() < Duration::from_millis(50) + 2 * TICK);
+            assert!(started.elapsed() < Duration::from_millis(50) + 4 * TICK);
 
             // Dropped timeouts leave nothing behind.
             for _ in 0..100 {
@@ -265,7 +265,7 @@ mod tests {
             let started = Instant::now();
             Timeout::after(Duration::from_millis(30)).await;
             let took = started.elapsed();
-            assert!(took >= Duration::from_millis(30) && took < Duration::from_millis(200));
+            assert!(took >= Duration::from_millis(30) && took < Duration::from_secs(1));
         });
     }
 }
