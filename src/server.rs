@@ -1,5 +1,6 @@
 //! Listening sockets and client connections: bind, accept, TLS handshake,
-//! then HTTP/1.1 with upgrades, each connection in its own task and span.
+//! then HTTP/1.1 with upgrades, each connection in its own task and span;
+//! a connection that upgrades goes on in that task as a tunnel.
 //!
 //! The accept loop never dies on a resource error. When the process runs
 //! out of file descriptors it stops accepting for a moment (new connections
