@@ -69,7 +69,7 @@ pub fn tick() {
             }
         }
     });
-    // Woken outside the borrow: a woken task may arm a timeout at once.
+    // Woken outside the borrow, in case a waker reaches back into the slab.
     for waker in due {
         waker.wake();
     }
