@@ -101,6 +101,10 @@ fn strip(headers: &mut HeaderMap, upgrade: Upgrade) {
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .any(|t| !is_connection_option(t.trim_ascii()));
+    if !named_any && !removable {
+        // `Connection` only holds options, and is itself kept.
+        return;
+    }
     if named_any {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -241,8 +245,17 @@ pub fn to_client(headers: &mut HeaderMap, websocket: bool) {
 }
 
 fn set_websocket_upgrade(headers: &mut HeaderMap) {
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    for (name, value) in [
+        (header::UPGRADE, "websocket"),
+        (header::CONNECTION, "Upgrade"),
+    ] {
+        // Browsers send exactly this already: a look is cheaper than a write.
+        let mut values = headers.get_all(&name).iter();
+        if values.next().is_some_and(|v| v == value) && values.next().is_none() {
+            continue;
+        }
+        headers.insert(name, HeaderValue::from_static(value));
+    }
 }
 
 /// The client's `X-Forwarded-For` values with `ip` appended, as nginx's
