@@ -94,45 +94,43 @@ impl Target {
         let dir = shared.dir.join(kind.name());
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let (name, text) = match kind {
-            TargetKind::Switchyard => (
+        let file = match kind {
+            TargetKind::Switchyard => Some((
                 "switchyard.toml",
                 switchyard_config(shared, ws_port, wss_port),
-            ),
-            TargetKind::Nginx => ("nginx.conf", nginx_config(shared, &dir, ws_port, wss_port)),
+            )),
+            TargetKind::Nginx => {
+                Some(("nginx.conf", nginx_config(shared, &dir, ws_port, wss_port)))
+            }
             TargetKind::Haproxy => {
                 let pem = dir.join("cert-and-key.pem");
                 let mut both = read(&shared.cert)?;
                 both.push('\n');
                 both.push_str(&read(&shared.key)?);
                 write(&pem, &both)?;
-                (
+                Some((
                     "haproxy.cfg",
                     haproxy_config(shared, &pem, ws_port, wss_port),
-                )
+                ))
             }
+            // Takes its two addresses on the command line; no TLS.
+            TargetKind::BareHyper => None,
             TargetKind::Direct => return Ok(Target::direct(shared)),
-            TargetKind::BareHyper => {
-                return Ok(Target {
-                    kind,
-                    ws_port,
-                    wss_port: None,
-                    program: Some(program),
-                    config: None,
-                    dir,
-                    backend: shared.backend,
-                    guard: None,
-                });
-            }
         };
-        let config = dir.join(name);
-        write(&config, &text)?;
+        let config = match file {
+            Some((name, text)) => {
+                let config = dir.join(name);
+                write(&config, &text)?;
+                Some(config)
+            }
+            None => None,
+        };
         Ok(Target {
             kind,
             ws_port,
-            wss_port: Some(wss_port),
+            wss_port: config.is_some().then_some(wss_port),
             program: Some(program),
-            config: Some(config),
+            config,
             dir,
             backend: shared.backend,
             guard: None,
@@ -159,16 +157,15 @@ impl Target {
             return Ok(());
         };
         let mut command = Command::new(program);
-        let config = self.config.as_deref().unwrap_or(Path::new(""));
-        match self.kind {
-            TargetKind::Switchyard => {
+        match (self.kind, self.config.as_deref()) {
+            (TargetKind::Switchyard, Some(config)) => {
                 command
                     .arg("run")
                     .arg("-c")
                     .arg(config)
                     .env("RUST_LOG", "info,access=off");
             }
-            TargetKind::Nginx => {
+            (TargetKind::Nginx, Some(config)) => {
                 command
                     .arg("-p")
                     .arg(&self.dir)
@@ -179,16 +176,19 @@ impl Target {
                     .arg("-g")
                     .arg("daemon off;");
             }
-            TargetKind::Haproxy => {
+            (TargetKind::Haproxy, Some(config)) => {
                 command.arg("-f").arg(config).arg("-db");
             }
-            TargetKind::BareHyper => {
+            (TargetKind::BareHyper, _) => {
                 command
                     .arg("--bare-hyper")
                     .arg(format!("127.0.0.1:{}", self.ws_port))
                     .arg(self.backend.to_string());
             }
-            TargetKind::Direct => return Ok(()),
+            (TargetKind::Switchyard | TargetKind::Nginx | TargetKind::Haproxy, None) => {
+                return Err(format!("internal: {} has no configuration file", self.kind));
+            }
+            (TargetKind::Direct, _) => return Ok(()),
         }
         let log = self.dir.join("stderr.log");
         let mut guard = Guard::spawn(self.kind.name(), command, &log, None)?;

@@ -92,9 +92,6 @@ fn strip(headers: &mut HeaderMap, upgrade: Upgrade) {
         connection |= name == header::CONNECTION;
         removable |= to_remove(name);
     }
-    if !connection && !removable {
-        return;
-    }
     let named_any = connection
         && headers
             .get_all(header::CONNECTION)
@@ -102,7 +99,6 @@ fn strip(headers: &mut HeaderMap, upgrade: Upgrade) {
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .any(|t| !is_connection_option(t.trim_ascii()));
     if !named_any && !removable {
-        // `Connection` only holds options, and is itself kept.
         return;
     }
     if named_any {
