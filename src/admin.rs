@@ -87,7 +87,7 @@ async fn answer<B>(
     }
     Ok(match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.stopping.is_cancelled() => {
+        "/readyz" if state.stopping.is_given() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
         }
         "/readyz" => text(StatusCode::OK, "ready\n"),

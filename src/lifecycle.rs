@@ -197,7 +197,7 @@ impl Proxy {
     /// and tunnel is closed.
     pub async fn shutdown(&self) {
         let settings = self.state.current().config.server.clone();
-        self.state.stopping.cancel();
+        self.state.stopping.give();
         if !settings.shutdown_delay.is_zero() {
             tracing::info!(
                 "stopping: /readyz answers 503; still accepting for {:?}",
@@ -211,7 +211,7 @@ impl Proxy {
             "draining: listeners closed; open connections have {:?} to finish",
             settings.shutdown_timeout
         );
-        self.state.draining.cancel();
+        self.state.draining.give();
         {
             let mut inner = self.inner.lock().await;
             for listener in inner.listeners.drain(..) {
@@ -226,7 +226,7 @@ impl Proxy {
                 left = self.state.tasks.len(),
                 "shutdown_timeout reached; closing the remaining connections"
             );
-            self.state.hard_stop.cancel();
+            self.state.hard_stop.give();
             let _ = tokio::time::timeout(HARD_STOP_GRACE, self.state.tasks.wait()).await;
         }
         self.inner.lock().await.admin = None;

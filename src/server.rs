@@ -107,7 +107,7 @@ async fn accept_loop(
         let accepted = tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            () = state.draining.cancelled() => break,
+            () = state.draining.given() => break,
             accepted = socket.accept() => accepted,
         };
         match accepted {

@@ -16,8 +16,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Context;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::{
+    CancellationToken, WaitForCancellationFuture, WaitForCancellationFutureOwned,
+};
 use tokio_util::task::TaskTracker;
 
 /// Shared by every listener, connection and tunnel of one proxy.
@@ -26,13 +29,13 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Every connection and tunnel task, so shutdown can wait for them.
     pub tasks: TaskTracker,
-    /// Cancelled at SIGTERM/SIGINT: `/readyz` answers 503 from then on.
-    pub stopping: CancellationToken,
-    /// Cancelled after `shutdown_delay`: stop accepting, finish in-flight
+    /// Given at SIGTERM/SIGINT: `/readyz` answers 503 from then on.
+    pub stopping: Signal,
+    /// Given after `shutdown_delay`: stop accepting, finish in-flight
     /// requests, close idle connections.
-    pub draining: CancellationToken,
-    /// Cancelled when `shutdown_timeout` runs out: close everything now.
-    pub hard_stop: CancellationToken,
+    pub draining: Signal,
+    /// Given when `shutdown_timeout` runs out: close everything now.
+    pub hard_stop: Signal,
     /// How many worker threads serve traffic.
     pub workers: usize,
 }
@@ -45,9 +48,9 @@ impl State {
             generation: ArcSwap::from_pointee(generation),
             metrics,
             tasks: TaskTracker::new(),
-            stopping: CancellationToken::new(),
-            draining: CancellationToken::new(),
-            hard_stop: CancellationToken::new(),
+            stopping: Signal::default(),
+            draining: Signal::default(),
+            hard_stop: Signal::default(),
             workers,
         }
     }
@@ -149,36 +152,101 @@ impl Generation {
     }
 }
 
-/// Waits for a stop signal without taking the signal's lock on every wake.
+/// A one-way signal: given once, seen by every connection and tunnel.
 ///
-/// A [`CancellationToken`]'s wait future locks the token's waiter list each
-/// time it is polled, and every connection shares the same token. This
-/// registers the task once, then only reads the token's flag: a task's waker
-/// never changes, so the one registration is enough to be woken.
-pub struct StopSignal {
+/// A [`CancellationToken`] answers "was I cancelled?" under a mutex that all
+/// its watchers share, and every connection asks on every wake; two workers
+/// asking at once pass that mutex's cache line back and forth. The answer is
+/// therefore kept in a flag of its own, read without a lock; the token is
+/// only there to wake the tasks that wait.
+#[derive(Clone, Default)]
+pub struct Signal {
+    given: Arc<AtomicBool>,
     token: CancellationToken,
+}
+
+impl Signal {
+    pub fn give(&self) {
+        // The flag first: a task woken by the token must find it set.
+        self.given.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    pub fn is_given(&self) -> bool {
+        self.given.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the signal is given.
+    pub fn given(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+}
+
+/// Waits for a [`Signal`] inside a hand-written `poll`.
+///
+/// The task registers with the signal's token once (a task's waker never
+/// changes, so once is enough to be woken), then only reads the flag.
+pub struct StopSignal {
+    signal: Signal,
     wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl StopSignal {
-    pub fn new(token: &CancellationToken) -> StopSignal {
+    pub fn new(signal: &Signal) -> StopSignal {
         StopSignal {
-            token: token.clone(),
+            signal: signal.clone(),
             wait: None,
         }
     }
 
     /// Whether the signal was given; registers the task on first call.
     pub fn poll_stopped(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.token.is_cancelled() {
+        if self.signal.is_given() {
             return true;
         }
         if self.wait.is_none() {
-            let mut wait = Box::pin(self.token.clone().cancelled_owned());
+            // Polling the token's own future checks it under its lock, so
+            // a signal given since the flag was read is not missed.
+            let mut wait = Box::pin(self.signal.token.clone().cancelled_owned());
             let stopped = wait.as_mut().poll(cx).is_ready();
             self.wait = Some(wait);
             return stopped;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_registered_task_is_woken_when_the_signal_is_given() {
+        let signal = Signal::default();
+        let mut stop = StopSignal::new(&signal);
+        let waiter = tokio::spawn(std::future::poll_fn(move |cx| {
+            if stop.poll_stopped(cx) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }));
+        // Let the waiter register and go to sleep.
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        assert!(!signal.is_given());
+        signal.give();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter was not woken")
+            .unwrap();
+        assert!(signal.is_given());
+        // A signal given before anyone watches is seen at once.
+        assert!(
+            StopSignal::new(&signal)
+                .poll_stopped(&mut Context::from_waker(std::task::Waker::noop()))
+        );
     }
 }

@@ -17,7 +17,7 @@
 
 use crate::metrics::RouteStats;
 use crate::server::ClientStream;
-use crate::state::StopSignal;
+use crate::state::{Signal, StopSignal};
 use crate::timer::Timeout;
 use bytes::{Buf, Bytes};
 use hyper::upgrade::OnUpgrade;
@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Bytes read per call, into the worker's scratch buffer.
@@ -97,7 +96,7 @@ pub struct Tunnel {
     pub upstream_server: Arc<str>,
     /// The client's address, for the close event.
     pub peer: std::net::SocketAddr,
-    pub hard_stop: CancellationToken,
+    pub hard_stop: Signal,
 }
 
 /// Who ended a tunnel.
