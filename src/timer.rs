@@ -37,7 +37,9 @@ struct Pending {
 
 struct Entry {
     deadline: Instant,
-    /// Taken when the tick wakes it; the owner removes the entry.
+    /// Set by the tick that found the deadline passed; the owner then sees
+    /// it without reading the clock, and removes the entry.
+    fired: bool,
     waker: Option<Waker>,
 }
 
@@ -61,10 +63,9 @@ pub fn tick() {
     PENDING.with(|p| {
         if let Some(pending) = p.borrow_mut().as_mut() {
             for (_, entry) in pending.entries.iter_mut() {
-                if entry.deadline <= now
-                    && let Some(waker) = entry.waker.take()
-                {
-                    due.push(waker);
+                if !entry.fired && entry.deadline <= now {
+                    entry.fired = true;
+                    due.extend(entry.waker.take());
                 }
             }
         }
@@ -109,7 +110,10 @@ impl Timeout {
         match &mut self.kind {
             Kind::Coarse { slot } => {
                 if let Some((id, key)) = *slot {
-                    with_entry(id, key, |entry| entry.deadline = deadline);
+                    with_entry(id, key, |entry| {
+                        entry.deadline = deadline;
+                        entry.fired = false;
+                    });
                 }
             }
             Kind::Tokio(sleep) => sleep.as_mut().reset(deadline.into()),
@@ -147,34 +151,51 @@ impl Future for Timeout {
             Kind::Tokio(sleep) => return sleep.as_mut().poll(cx),
             Kind::Coarse { slot } => slot,
         };
+        // Registered: the tick says whether the deadline passed, so the
+        // many polls of a busy connection or tunnel never read the clock.
+        if let Some((id, key)) = *slot {
+            let mut fired = false;
+            let known = with_entry(id, key, |entry| {
+                if entry.fired {
+                    fired = true;
+                } else if !entry
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    entry.waker = Some(cx.waker().clone());
+                }
+            });
+            if fired {
+                Timeout::forget_slot(slot);
+                return Poll::Ready(());
+            }
+            if known {
+                return Poll::Pending;
+            }
+            // Its slab is another thread's: register here instead.
+            *slot = None;
+        }
         if Instant::now() >= this.deadline {
-            Timeout::forget_slot(slot);
             return Poll::Ready(());
         }
         let deadline = this.deadline;
-        let registered = slot.is_some_and(|(id, key)| {
-            with_entry(id, key, |entry| match &entry.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                _ => entry.waker = Some(cx.waker().clone()),
+        *slot = PENDING.with(|p| {
+            p.borrow_mut().as_mut().map(|pending| {
+                let key = pending.entries.insert(Entry {
+                    deadline,
+                    fired: false,
+                    waker: Some(cx.waker().clone()),
+                });
+                (pending.id, key)
             })
         });
-        if !registered {
-            *slot = PENDING.with(|p| {
-                p.borrow_mut().as_mut().map(|pending| {
-                    let key = pending.entries.insert(Entry {
-                        deadline,
-                        waker: Some(cx.waker().clone()),
-                    });
-                    (pending.id, key)
-                })
-            });
-            if slot.is_none() {
-                // Moved off its worker: fall back to tokio's timer.
-                let mut sleep = Box::pin(tokio::time::sleep_until(deadline.into()));
-                let poll = sleep.as_mut().poll(cx);
-                this.kind = Kind::Tokio(sleep);
-                return poll;
-            }
+        if slot.is_none() {
+            // Moved off its worker: fall back to tokio's timer.
+            let mut sleep = Box::pin(tokio::time::sleep_until(deadline.into()));
+            let poll = sleep.as_mut().poll(cx);
+            this.kind = Kind::Tokio(sleep);
+            return poll;
         }
         Poll::Pending
     }
@@ -247,6 +268,17 @@ mod tests {
             timeout.reset(Instant::now() + Duration::from_millis(50));
             timeout.await;
             assert!(started.elapsed() < Duration::from_millis(50) + 4 * TICK);
+
+            // One that fired waits again once given a new deadline, as a
+            // tunnel's timer does.
+            let mut timeout = Timeout::after(Duration::from_millis(10));
+            (&mut timeout).await;
+            let reset_at = Instant::now();
+            timeout.reset(reset_at + Duration::from_millis(50));
+            assert!(poll_once(&mut timeout).await.is_pending());
+            (&mut timeout).await;
+            let took = reset_at.elapsed();
+            assert!(took >= Duration::from_millis(50), "fired early: {took:?}");
 
             // Dropped timeouts leave nothing behind.
             for _ in 0..100 {
