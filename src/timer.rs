@@ -5,12 +5,11 @@
 //! `read_timeout` while the upstream prepares its answer. In tokio's timer
 //! wheel each one is a lock, an insertion and a removal, and hyper's is a
 //! fresh allocation per request as well. Here each worker keeps its pending
-//! timeouts in a slab of its own
-//! (no lock: only that thread touches it), and its [`tick`] marks and wakes
-//! the ones that are due every [`TICK`]. A timeout therefore fires up to one
-//! tick late, which for timeouts counted in seconds is noise; in exchange,
-//! polling one (which a busy connection does on every wake-up) only looks at
-//! that mark and never reads the clock.
+//! timeouts in a slab of its own (no lock: only that thread touches it), and
+//! its [`tick`] marks and wakes the ones that are due every [`TICK`]. A
+//! timeout therefore fires up to one tick late, which for timeouts counted
+//! in seconds is noise; in exchange, polling one (which a busy connection
+//! does on every wake-up) only looks at that mark and never reads the clock.
 //!
 //! Off a worker thread (no ticker runs there) a [`Timeout`] is an ordinary
 //! tokio sleep.
