@@ -193,7 +193,7 @@ async fn serve(
     drop(generation);
 
     open.inc();
-    let peer = Arc::new(Peer::new(peer, scheme));
+    let peer = Arc::new(Peer::new(peer, scheme, state.clone()));
     serve_http(stream, peer.clone(), tls, header_timeout, &state).await;
     open.dec();
     // An upgraded connection carries on as a tunnel, in this same task.
@@ -227,8 +227,7 @@ async fn serve_http(
             }
         }
     };
-    let handler = state.clone();
-    let service = service_fn(move |req| proxy::handle(req, peer.clone(), handler.clone()));
+    let service = service_fn(move |req| proxy::handle(req, peer.clone()));
     let connection = http1::Builder::new()
         .timer(CoarseTimer)
         .header_read_timeout(header_timeout)

@@ -30,16 +30,21 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// What the upstream is told about this client.
     pub client: ClientSide,
+    /// The proxy's state, held per connection: requests reach it through
+    /// their connection instead of each taking a reference of its own,
+    /// which would write to a count every worker shares.
+    pub state: Arc<State>,
     /// The tunnel this connection becomes once its `101` is written: the
     /// connection's own task runs it when hyper lets go of the connection.
     tunnel: Mutex<Option<Handover>>,
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr, scheme: Scheme) -> Peer {
+    pub fn new(addr: SocketAddr, scheme: Scheme, state: Arc<State>) -> Peer {
         Peer {
             addr,
             client: ClientSide::new(addr.ip(), scheme),
+            state,
             tunnel: Mutex::new(None),
         }
     }
@@ -59,9 +64,9 @@ impl Peer {
 pub async fn handle(
     req: Request<Incoming>,
     peer: Arc<Peer>,
-    state: Arc<State>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    let state = &peer.state;
     let generation = state.current();
     let host = effective_host(&req);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
@@ -73,7 +78,7 @@ pub async fn handle(
         host.clone(),
     );
     let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
-    let mut response = match serve(req, &peer, host.as_ref(), route, &state).await {
+    let mut response = match serve(req, &peer, host.as_ref(), route, state).await {
         Ok((response, upstream)) => {
             request.upstream = upstream;
             response

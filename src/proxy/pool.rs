@@ -44,8 +44,13 @@ pub struct ServerPool {
     connect_timeout: Duration,
     /// Idle connections, one stack per worker thread: a connection's I/O
     /// task runs on the worker that opened it, so only that worker uses it.
-    idle: Vec<Mutex<Vec<Idle>>>,
+    idle: Vec<OwnLine<Mutex<Vec<Idle>>>>,
 }
+
+/// A value on cache lines of its own: one worker's lock, which the other
+/// workers' locks next to it would otherwise pull away from it on every use.
+#[repr(align(128))]
+struct OwnLine<T>(T);
 
 struct Idle {
     sender: Sender,
@@ -80,7 +85,7 @@ impl ServerPool {
             literal,
             connect_timeout,
             idle: (0..workers.max(1))
-                .map(|_| Mutex::new(Vec::new()))
+                .map(|_| OwnLine(Mutex::new(Vec::new())))
                 .collect(),
         }
     }
@@ -113,7 +118,7 @@ impl ServerPool {
 
     /// This worker's idle stack.
     fn local(&self) -> &Mutex<Vec<Idle>> {
-        &self.idle[crate::workers::current() % self.idle.len()]
+        &self.idle[crate::workers::current() % self.idle.len()].0
     }
 
     /// Open a new connection and start its I/O task.
