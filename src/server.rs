@@ -193,8 +193,8 @@ async fn serve(
     drop(generation);
 
     open.inc();
-    let peer = Arc::new(Peer::new(peer, scheme, state.clone()));
-    serve_http(stream, peer.clone(), tls, header_timeout, &state).await;
+    let peer = Arc::new(Peer::new(peer, scheme, state));
+    serve_http(stream, peer.clone(), tls, header_timeout).await;
     open.dec();
     // An upgraded connection carries on as a tunnel, in this same task.
     if let Some(tunnel) = peer.take_tunnel() {
@@ -207,7 +207,6 @@ async fn serve_http(
     peer: Arc<Peer>,
     tls: Option<Arc<rustls::ServerConfig>>,
     header_timeout: Duration,
-    state: &Arc<State>,
 ) {
     let _ = stream.set_nodelay(true);
     let io = match tls {
@@ -227,6 +226,10 @@ async fn serve_http(
             }
         }
     };
+    let (mut draining, mut hard_stop) = (
+        StopSignal::new(&peer.state.draining),
+        StopSignal::new(&peer.state.hard_stop),
+    );
     let service = service_fn(move |req| proxy::handle(req, peer.clone()));
     let connection = http1::Builder::new()
         .timer(CoarseTimer)
@@ -236,8 +239,6 @@ async fn serve_http(
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
-    let mut draining = StopSignal::new(&state.draining);
-    let mut hard_stop = StopSignal::new(&state.hard_stop);
     let mut graceful = false;
     let result = std::future::poll_fn(|cx| {
         if !graceful && draining.poll_stopped(cx) {
