@@ -14,8 +14,9 @@
 //!
 //! Knobs: `BENCH_ROUNDS` (3), `BENCH_SECONDS` per measurement (5),
 //! `BENCH_ONLY` (comma list: http, echo, bulk, handshake, handshake-ws,
-//! handshake-wss, hold), `BENCH_TARGETS` (direct, switchyard, nginx, haproxy, bare-hyper),
-//! `BENCH_KEEP_TMP` (keep the generated configurations and logs).
+//! handshake-wss, hold), `BENCH_TARGETS` (direct, switchyard, nginx,
+//! haproxy, bare-hyper), `BENCH_KEEP_TMP` (keep the generated configurations
+//! and logs).
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it only runs its
 //! self-checks.

@@ -35,9 +35,10 @@ pub fn default_count() -> usize {
 /// The second matters too: tokio wakes a runtime's I/O driver (a `write` to
 /// its eventfd) whenever a timer is registered with a deadline earlier than
 /// every timer it already holds, even when the registering thread is the
-/// runtime's own and is busy (tokio-rs/tokio#5207). Each connection registers a few timeouts of
-/// seconds (`client_header_timeout`, `connect_timeout`, `read_timeout`), so
-/// that was a wasted system call and wake-up for most WebSocket handshakes.
+/// runtime's own and is busy (tokio-rs/tokio#5207). Each connection
+/// registers a few timeouts of seconds (`client_header_timeout`,
+/// `connect_timeout`, `read_timeout`), so that was a wasted system call and
+/// wake-up for most WebSocket handshakes.
 /// With a tick never more than [`crate::timer::TICK`] away, only timeouts
 /// shorter than that still wake the driver.
 async fn heartbeat() {
