@@ -309,20 +309,31 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
         let this = &mut *self;
-        let (up_before, down_before) = (this.up.bytes, this.down.bytes);
-        let up = poll_flow(cx, &mut this.client, &mut this.upstream, &mut this.up);
-        let down = poll_flow(cx, &mut this.upstream, &mut this.client, &mut this.down);
-        let (up_moved, down_moved) = (this.up.bytes - up_before, this.down.bytes - down_before);
-        if up_moved + down_moved > 0 {
-            this.last_activity = Instant::now();
-            if let Some(stats) = &this.stats {
-                if up_moved > 0 {
-                    stats.tunnel_bytes(true, up_moved);
-                }
-                if down_moved > 0 {
-                    stats.tunnel_bytes(false, down_moved);
+        let before = this.up.bytes + this.down.bytes;
+        let stats = this.stats.as_deref();
+        let count = |to_upstream| {
+            move |n| {
+                if let Some(stats) = stats {
+                    stats.tunnel_bytes(to_upstream, n);
                 }
             }
+        };
+        let up = poll_flow(
+            cx,
+            &mut this.client,
+            &mut this.upstream,
+            &mut this.up,
+            count(true),
+        );
+        let down = poll_flow(
+            cx,
+            &mut this.upstream,
+            &mut this.client,
+            &mut this.down,
+            count(false),
+        );
+        if this.up.bytes + this.down.bytes > before {
+            this.last_activity = Instant::now();
         }
         match (up, down) {
             (Poll::Ready(Ok(())), _) => Poll::Ready(Closed::Client),
@@ -337,12 +348,15 @@ where
 }
 
 /// Move bytes from `from` to `to` until `from` has nothing more for now.
-/// Ready(Ok) once `from` ended and the end was passed on to `to`.
+/// Ready(Ok) once `from` ended and the end was passed on to `to`. `count`
+/// hears of every read before its bytes are written on, so the metrics
+/// never lag behind what the other side has received.
 fn poll_flow<R, W>(
     cx: &mut Context<'_>,
     from: &mut R,
     to: &mut W,
     flow: &mut Flow,
+    count: impl Fn(u64),
 ) -> Poll<Result<(), FlowError>>
 where
     R: AsyncRead + Unpin,
@@ -350,7 +364,7 @@ where
 {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        relay(cx, from, to, flow, &mut scratch[..])
+        relay(cx, from, to, flow, &mut scratch[..], count)
     })
 }
 
@@ -367,6 +381,7 @@ fn relay<R, W>(
     to: &mut W,
     flow: &mut Flow,
     chunk: &mut [MaybeUninit<u8>],
+    count: impl Fn(u64),
 ) -> Poll<Result<(), FlowError>>
 where
     R: AsyncRead + Unpin,
@@ -415,6 +430,7 @@ where
             continue;
         }
         flow.bytes += data.len() as u64;
+        count(data.len() as u64);
         let mut written = 0;
         while written < data.len() {
             match Pin::new(&mut *to).poll_write(cx, &data[written..]) {
