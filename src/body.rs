@@ -8,7 +8,7 @@
 //! [`RequestBody`] is what goes to an upstream: the client's body, or nothing.
 
 use crate::access;
-use crate::proxy::pool::Reuse;
+use crate::upstream::pool::Reuse;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;

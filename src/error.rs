@@ -37,7 +37,7 @@ pub enum ProxyError {
         upstream: String,
         server: String,
         #[source]
-        source: crate::proxy::pool::ConnectError,
+        source: crate::upstream::pool::ConnectError,
     },
     #[error("upstream {upstream}: no connection to {server} within {timeout:?}")]
     ConnectTimeout {

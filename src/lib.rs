@@ -14,13 +14,18 @@
 //! - [`lifecycle`]: start, SIGHUP reload, SIGTERM drain; owns the sockets.
 //! - [`state`]: what connections share; the swappable configuration
 //!   [`state::Generation`].
-//! - [`server`]: accept loops, TLS handshakes ([`tls`]), HTTP/1.1 connections.
+//! - [`server`]: accept loops, then each connection in its own task: the TLS
+//!   handshake ([`tls`]) and HTTP/1.1 (`server::http1`).
+//! - [`io`]: the byte streams both sides use (client connections plain or
+//!   TLS, what a tunnel needs of each end).
 //! - [`router`]: host and longest-prefix matching, pure.
 //! - [`proxy`]: one request: checks, forwarding, the header policy
-//!   ([`proxy::headers`]), server choice and timeouts ([`proxy::client`]),
-//!   keep-alive connections per server ([`proxy::pool`]).
-//! - [`upgrade`] and [`tunnel`]: the WebSocket handshake relay, then the
-//!   byte splice with idle timeout and counters.
+//!   ([`proxy::headers`]) and the WebSocket handshake relay
+//!   ([`proxy::upgrade`]).
+//! - [`upstream`]: talking to an upstream's servers: server choice and
+//!   timeouts, keep-alive connections per server ([`upstream::pool`]).
+//! - [`ws`]: WebSocket tunnels after the `101`: the relay ([`ws::relay`])
+//!   with idle timeout and counters.
 //! - [`static_files`]: `root` routes.
 //! - [`body`], [`access`], [`error`]: bodies, the access log, error responses.
 //! - [`metrics`] and [`admin`]: Prometheus series and the admin listener.
@@ -38,6 +43,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod io;
 pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
@@ -48,6 +54,6 @@ pub mod static_files;
 pub mod telemetry;
 pub mod timer;
 pub mod tls;
-pub mod tunnel;
-pub mod upgrade;
+pub mod upstream;
 pub mod workers;
+pub mod ws;

@@ -8,9 +8,9 @@
 
 use crate::config::{Config, RouteConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteStats};
-use crate::proxy::client::Upstream;
 use crate::router::Router;
 use crate::static_files::StaticFiles;
+use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::future::Future;

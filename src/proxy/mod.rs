@@ -1,17 +1,16 @@
 //! Serving one HTTP request: check it, route it, then forward it, upgrade it
 //! or serve a file; answer errors; open and close its access record.
 
-pub mod client;
 pub mod headers;
-pub mod pool;
+pub mod upgrade;
 
 use crate::access::{Record, RequestInfo};
 use crate::body::{Progress, RequestBody, ResponseBody};
 use crate::config::Scheme;
 use crate::error::{MISSING_HOST, ProxyError};
 use crate::state::{ActiveRoute, State, Target};
-use crate::tunnel::Handover;
-use client::Outgoing;
+use crate::upstream::{Outgoing, Upstream};
+use crate::ws::relay::Handover;
 use headers::ClientSide;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
@@ -120,7 +119,7 @@ async fn serve(
             if headers::is_websocket_upgrade(&req) {
                 // Boxed: the upgrade's state is large, and every request's
                 // future (moved into place by hyper) would otherwise carry it.
-                Box::pin(crate::upgrade::relay(
+                Box::pin(upgrade::relay(
                     req,
                     peer,
                     host,
@@ -142,7 +141,7 @@ async fn forward(
     req: Request<Incoming>,
     client: &ClientSide,
     host: Option<&HeaderValue>,
-    upstream: &client::Upstream,
+    upstream: &Upstream,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
     let (parts, body) = req.into_parts();
     let body = if body.is_end_stream() {
@@ -154,7 +153,7 @@ async fn forward(
         }
     };
     let answer = upstream
-        .send(Outgoing::from_client(parts, client, host, false, body))
+        .send(outgoing(parts, client, host, false, body))
         .await?;
     let server = answer.server.name.clone();
     let (mut parts, body) = answer.response.into_parts();
@@ -163,6 +162,29 @@ async fn forward(
         Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
         Some(server),
     ))
+}
+
+/// The upstream request for a client's request head: headers rewritten by
+/// the header policy, origin-form target.
+pub fn outgoing(
+    parts: http::request::Parts,
+    client: &ClientSide,
+    host: Option<&HeaderValue>,
+    websocket: bool,
+    body: RequestBody,
+) -> Outgoing {
+    let mut headers = parts.headers;
+    headers::to_upstream(&mut headers, client, host, websocket);
+    Outgoing {
+        method: parts.method,
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        headers,
+        body,
+    }
 }
 
 /// The plain-text response for an error the proxy answers itself.

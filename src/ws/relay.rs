@@ -15,8 +15,8 @@
 //! tunnel's own, until it drains. Thousands of quiet chat connections
 //! therefore cost two sockets and one small task each.
 
+use crate::io::{ClientStream, End};
 use crate::metrics::RouteStats;
-use crate::server::ClientStream;
 use crate::state::{Signal, StopSignal};
 use crate::timer::Timeout;
 use bytes::{Buf, Bytes};
@@ -30,9 +30,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_util::either::Either;
 use tracing::Instrument;
 
 /// Bytes read per call, into the worker's scratch buffer.
@@ -44,8 +43,6 @@ const READS_PER_POLL: usize = 16;
 /// socket, so a vanished upstream host is noticed long before
 /// `idle_timeout`. Short tunnels never pay for the two system calls.
 const PROBES_AFTER: Duration = Duration::from_secs(60);
-/// Idle time before the kernel's first keep-alive probe.
-const PROBE_IDLE: Duration = Duration::from_secs(60);
 
 /// Whether the upstream socket has keep-alive probes yet.
 #[derive(Clone, Copy)]
@@ -54,40 +51,6 @@ enum Probes {
     From(Instant),
     Armed,
 }
-
-/// One end of a tunnel: a byte stream that knows how it is best closed.
-pub trait End: AsyncRead + AsyncWrite + Unpin {
-    /// Whether passing on an end-of-stream takes a shutdown of its own. A
-    /// plain TCP socket needs none: the tunnel ends right after and closing
-    /// the socket sends its FIN, so the `shutdown` call would be one system
-    /// call per tunnel for nothing. TLS first sends its `close_notify`.
-    fn shutdown_before_close(&self) -> bool {
-        true
-    }
-
-    /// Have the kernel probe a silent peer (TCP keep-alive), where the
-    /// stream is a socket.
-    fn send_keepalive_probes(&self) {}
-}
-
-impl End for TcpStream {
-    fn shutdown_before_close(&self) -> bool {
-        false
-    }
-
-    fn send_keepalive_probes(&self) {
-        let keepalive = socket2::TcpKeepalive::new().with_time(PROBE_IDLE);
-        let _ = socket2::SockRef::from(self).set_tcp_keepalive(&keepalive);
-    }
-}
-
-impl End for ClientStream {
-    fn shutdown_before_close(&self) -> bool {
-        matches!(self, Either::Right(_))
-    }
-}
-
-impl End for TokioIo<hyper::upgrade::Upgraded> {}
 
 /// Everything a tunnel needs besides its two connections.
 pub struct Tunnel {
@@ -456,23 +419,4 @@ where
     }
     cx.waker().wake_by_ref();
     Poll::Pending
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn upstream_sockets_get_keepalive_probes_on_request_only() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stream, _accepted) =
-            tokio::join!(TcpStream::connect(addr), async { listener.accept().await });
-        let stream = stream.unwrap();
-        let socket = socket2::SockRef::from(&stream);
-        assert!(!socket.keepalive().unwrap(), "probes from the start");
-        stream.send_keepalive_probes();
-        assert!(socket.keepalive().unwrap());
-        assert_eq!(socket.tcp_keepalive_time().unwrap(), PROBE_IDLE);
-    }
 }

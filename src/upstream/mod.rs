@@ -1,5 +1,5 @@
 //! Talking to upstreams: round-robin over an upstream's servers, pooled
-//! keep-alive connections ([`super::pool`]), timeouts.
+//! keep-alive connections ([`pool`]), timeouts.
 //!
 //! A request goes to the next server in round-robin order, skipping servers
 //! that recently refused connections. A connection is secured before the
@@ -12,8 +12,8 @@
 //! the wait for the response head; time spent uploading a request body does
 //! not count against it (the clock restarts whenever the body moves).
 
-use super::headers::ClientSide;
-use super::pool::{self, ConnectError, Connection, Fresh, Reuse, Sender, ServerPool};
+pub mod pool;
+
 use crate::body::{Progress, RequestBody};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
@@ -22,8 +22,9 @@ use crate::timer::Timeout;
 use bytes::Bytes;
 use either::Either;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use pool::{ConnectError, Connection, Fresh, Reuse, Sender, ServerPool};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -56,31 +57,6 @@ pub struct Outgoing {
     pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
     pub body: RequestBody,
-}
-
-impl Outgoing {
-    /// The upstream request for a client's request head: headers rewritten
-    /// by the header policy, origin-form target.
-    pub fn from_client(
-        parts: http::request::Parts,
-        client: &ClientSide,
-        host: Option<&HeaderValue>,
-        websocket: bool,
-        body: RequestBody,
-    ) -> Outgoing {
-        let mut headers = parts.headers;
-        super::headers::to_upstream(&mut headers, client, host, websocket);
-        Outgoing {
-            method: parts.method,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            headers,
-            body,
-        }
-    }
 }
 
 impl Outgoing {

@@ -1,6 +1,6 @@
-//! Listening sockets and client connections: bind, accept, TLS handshake,
-//! then HTTP/1.1 with upgrades, each connection in its own task and span;
-//! a connection that upgrades goes on in that task as a tunnel.
+//! Listening sockets and client connections: bind, accept, then each
+//! connection in its own task and span ([`http1`] serves it); a connection
+//! that upgrades goes on in that task as a tunnel.
 //!
 //! The accept loop never dies on a resource error. When the process runs
 //! out of file descriptors it stops accepting for a moment (new connections
@@ -8,24 +8,17 @@
 //! by itself once descriptors are free; open connections and tunnels are
 //! unaffected.
 
+mod http1;
+
 use crate::config::ListenerKey;
-use crate::proxy::{self, MAX_HEAD, Peer};
-use crate::state::{State, StopSignal};
-use crate::timer::CoarseTimer;
+use crate::proxy::Peer;
+use crate::state::State;
 use crate::workers::Workers;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -194,76 +187,10 @@ async fn serve(
 
     open.inc();
     let peer = Arc::new(Peer::new(peer, scheme, state));
-    serve_http(stream, peer.clone(), tls, header_timeout).await;
+    http1::serve(stream, peer.clone(), tls, header_timeout).await;
     open.dec();
     // An upgraded connection carries on as a tunnel, in this same task.
     if let Some(tunnel) = peer.take_tunnel() {
         tunnel.run().await;
     }
 }
-
-async fn serve_http(
-    stream: TcpStream,
-    peer: Arc<Peer>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    header_timeout: Duration,
-) {
-    let _ = stream.set_nodelay(true);
-    let io = match tls {
-        None => Either::Left(stream),
-        Some(config) => {
-            let handshake = TlsAcceptor::from(config).accept(stream);
-            match tokio::time::timeout(header_timeout, handshake).await {
-                Ok(Ok(tls)) => Either::Right(Box::new(tls)),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake not done within {header_timeout:?}");
-                    return;
-                }
-            }
-        }
-    };
-    let (mut draining, mut hard_stop) = (
-        StopSignal::new(&peer.state.draining),
-        StopSignal::new(&peer.state.hard_stop),
-    );
-    let service = service_fn(move |req| proxy::handle(req, peer.clone()));
-    let connection = http1::Builder::new()
-        .timer(CoarseTimer)
-        .header_read_timeout(header_timeout)
-        .max_header_size(2 * MAX_HEAD)
-        .writev(false)
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(connection);
-    let mut graceful = false;
-    let result = std::future::poll_fn(|cx| {
-        if !graceful && draining.poll_stopped(cx) {
-            // Finish the request in flight, then close.
-            graceful = true;
-            connection.as_mut().graceful_shutdown();
-        }
-        if graceful && hard_stop.poll_stopped(cx) {
-            return Poll::Ready(Ok(()));
-        }
-        connection.as_mut().poll(cx)
-    })
-    .await;
-    if let Err(e) = result {
-        if e.is_parse_too_large() {
-            tracing::info!(status = 431, error = %e, "request head too large; answered 431");
-        } else if e.is_parse() {
-            tracing::info!(status = 400, error = %e, "malformed request; answered 400");
-        } else if e.is_timeout() {
-            tracing::debug!("no complete request head within {header_timeout:?}; closed");
-        } else {
-            tracing::debug!(error = %e, "connection ended with an error");
-        }
-    }
-}
-
-/// A client connection, plain (`Left`) or TLS (`Right`).
-pub type ClientStream = Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>;

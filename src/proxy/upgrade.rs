@@ -14,11 +14,10 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::config::ProxyRoute;
 use crate::error::{BAD_WEBSOCKET_KEY, ProxyError};
 use crate::metrics::{Refusal, RouteStats};
-use crate::proxy::Peer;
-use crate::proxy::client::{Outgoing, UpgradeAnswer, Upstream};
-use crate::proxy::headers;
+use crate::proxy::{Peer, headers, outgoing};
 use crate::state::State;
-use crate::tunnel::{Handover, Tunnel};
+use crate::upstream::{UpgradeAnswer, Upstream};
+use crate::ws::relay::{Handover, Tunnel};
 use base64::Engine;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -60,7 +59,7 @@ pub async fn relay(
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _empty_body) = req.into_parts();
     let answer = upstream
-        .send_upgrade(Outgoing::from_client(
+        .send_upgrade(outgoing(
             parts,
             &peer.client,
             host,
