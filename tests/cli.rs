@@ -472,7 +472,42 @@ servers = ["127.0.0.1:3000"]
 path = "/"
 upstream = "chat"
 "#,
-        &["{file}:3:1: unknown field `colour`, expected `bind` or `tls`"],
+        &["{file}:3:1: unknown key \"colour\" in [[listener]]; known keys: bind, tls"],
+    )
+    .await;
+}
+
+/// Every unknown key and every wrong type, in one run with the other
+/// problems: only a syntax error stops the reading.
+#[tokio::test]
+async fn validate_reports_every_unknown_key_and_wrong_type_at_once() {
+    assert_invalid(
+        r#"[server]
+wokers = 2
+shutdown_timeout = 30
+
+[[listener]]
+bind = "127.0.0.1:0"
+tsl = { cert = "a", key = "b" }
+
+[upstream.chat]
+servers = ["127.0.0.1:3000"]
+conect_timeout = "1s"
+
+[[route]]
+path = "/"
+upstream = "nope"
+idle_timeout = "10"
+"#,
+        &[
+            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: admin, client_header_timeout, log_format, shutdown_delay, shutdown_timeout, workers",
+            "{file}:3:20: shutdown_timeout: expected a duration such as \"30s\", found a number (30)",
+            "{file}:7:1: unknown key \"tsl\" in [[listener]] (did you mean \"tls\"?); known keys: bind, tls",
+            "{file}:9:1: upstream \"chat\" is not used by any route",
+            "{file}:11:1: unknown key \"conect_timeout\" in [upstream.chat] (did you mean \"connect_timeout\"?); known keys: connect_timeout, read_timeout, servers",
+            "{file}:15:12: no upstream named \"nope\" (defined: chat)",
+            "{file}:16:16: duration \"10\" needs a unit: write it like \"250ms\", \"30s\", \"5m\" or \"1h\"",
+        ],
     )
     .await;
 }

@@ -1,12 +1,14 @@
 //! The route file: what an operator writes, checked into a [`Config`].
 //!
-//! Loading happens in two stages. `raw` turns TOML text into serde structs
-//! that reject unknown keys and wrong types; `validate` checks meaning
-//! (addresses, durations, files, cross-references) and collects *every*
-//! problem it finds, each with the `FILE:LINE:COL` it comes from. Only a file
+//! Loading reads the TOML text once, keeping the position of every key and
+//! value (`doc`), then checks it (`validate`): types, unknown keys,
+//! addresses, durations and sizes (`units`), files, cross-references. It
+//! collects *every* problem it finds, each with the `FILE:LINE:COL` it comes
+//! from; only a TOML syntax error stops the reading at itself. Only a file
 //! with no problem at all becomes a [`Config`]: there is no half-valid state.
 
-mod raw;
+mod doc;
+pub mod units;
 mod validate;
 
 use crate::router::HostPattern;
