@@ -43,6 +43,9 @@ pub fn parse(text: &str) -> Result<Spanned<DeTable<'_>>, (Option<Range<usize>>, 
     DeTable::parse(text).map_err(|e| (e.span(), e.message().trim_end().to_string()))
 }
 
+/// Keys and string values of a table, each with its span, in file order.
+pub type StringMap = Vec<(Spanned<String>, Spanned<String>)>;
+
 /// One TOML table being read.
 pub struct Table<'a, 'i> {
     /// How messages name the table: `[server]`, `[[listener]]`, `tls`…
@@ -273,11 +276,7 @@ impl<'a, 'i> Table<'a, 'i> {
 
     /// A table of string values (`{ "X-Env" = "prod" }`), in file order.
     #[allow(dead_code)]
-    pub fn string_map(
-        &self,
-        key: &str,
-        expected: &str,
-    ) -> Option<Spanned<Vec<(Spanned<String>, Spanned<String>)>>> {
+    pub fn string_map(&self, key: &str, expected: &str) -> Option<Spanned<StringMap>> {
         let table = self.table(key)?;
         let mut map = Vec::new();
         for entry in table.entries() {
