@@ -1,7 +1,8 @@
-//! HTTP/1.1 on one client connection: the TLS handshake under
-//! `client_header_timeout`, then hyper's HTTP/1.1 server with upgrades, the
-//! drain (finish the request in flight, then close) and the hard stop.
+//! HTTP/1.1 on one client connection: hyper's HTTP/1.1 server with
+//! upgrades, the drain (finish the request in flight, then close) and the
+//! hard stop.
 
+use crate::io::ClientStream;
 use crate::proxy::{self, MAX_HEAD, Peer};
 use crate::state::StopSignal;
 use crate::timer::CoarseTimer;
@@ -12,36 +13,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::either::Either;
 
 /// Serve one client connection as HTTP/1.1 until it closes, upgrades or
 /// is drained.
-pub(super) async fn serve(
-    stream: TcpStream,
-    peer: Arc<Peer>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    header_timeout: Duration,
-) {
-    let _ = stream.set_nodelay(true);
-    let io = match tls {
-        None => Either::Left(stream),
-        Some(config) => {
-            let handshake = TlsAcceptor::from(config).accept(stream);
-            match tokio::time::timeout(header_timeout, handshake).await {
-                Ok(Ok(tls)) => Either::Right(Box::new(tls)),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake not done within {header_timeout:?}");
-                    return;
-                }
-            }
-        }
-    };
+pub(super) async fn serve(io: ClientStream, peer: Arc<Peer>, header_timeout: Duration) {
     let (mut draining, mut hard_stop) = (
         StopSignal::new(&peer.state.draining),
         StopSignal::new(&peer.state.hard_stop),

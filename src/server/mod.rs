@@ -1,6 +1,7 @@
 //! Listening sockets and client connections: bind, accept, then each
-//! connection in its own task and span ([`http1`] serves it); a connection
-//! that upgrades goes on in that task as a tunnel.
+//! connection in its own task and span: the TLS handshake (under
+//! `client_header_timeout`), then HTTP ([`http1`]); a connection that
+//! upgrades goes on in that task as a tunnel.
 //!
 //! The accept loop never dies on a resource error. When the process runs
 //! out of file descriptors it stops accepting for a moment (new connections
@@ -11,6 +12,7 @@
 mod http1;
 
 use crate::config::ListenerKey;
+use crate::io::ClientStream;
 use crate::proxy::Peer;
 use crate::state::State;
 use crate::workers::Workers;
@@ -19,6 +21,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -185,12 +189,41 @@ async fn serve(
     let header_timeout = generation.config.server.client_header_timeout;
     drop(generation);
 
+    let _ = stream.set_nodelay(true);
+    let Some(io) = secure(stream, tls, header_timeout).await else {
+        return;
+    };
     open.inc();
     let peer = Arc::new(Peer::new(peer, scheme, state));
-    http1::serve(stream, peer.clone(), tls, header_timeout).await;
+    http1::serve(io, peer.clone(), header_timeout).await;
     open.dec();
     // An upgraded connection carries on as a tunnel, in this same task.
     if let Some(tunnel) = peer.take_tunnel() {
         tunnel.run().await;
+    }
+}
+
+/// The connection as the HTTP server reads it: plain, or after a TLS
+/// handshake that must finish within `header_timeout`. `None`: the
+/// handshake failed or took too long, and the connection is dropped.
+async fn secure(
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    header_timeout: Duration,
+) -> Option<ClientStream> {
+    let Some(config) = tls else {
+        return Some(Either::Left(stream));
+    };
+    let handshake = TlsAcceptor::from(config).accept(stream);
+    match tokio::time::timeout(header_timeout, handshake).await {
+        Ok(Ok(tls)) => Some(Either::Right(Box::new(tls))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake not done within {header_timeout:?}");
+            None
+        }
     }
 }
