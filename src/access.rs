@@ -3,7 +3,7 @@
 //! A [`Record`] is opened when a request arrives and closed when its response
 //! body is done (see [`crate::body::ResponseBody`]). Closing it counts the
 //! request in the route's metrics and writes one `access` event with the
-//! client's address, method, host, path, status, bytes, duration, route and
+//! client's address, method, HTTP version, host, path, status, bytes, duration, route and
 //! upstream server. A response
 //! the proxy made itself (404, 502, …) writes that same single line at the
 //! error's level, with its cause. Silence routine lines with
@@ -12,7 +12,7 @@
 
 use crate::error::ProxyError;
 use crate::metrics::RouteStats;
-use http::{HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +33,8 @@ pub struct RequestInfo {
     pub method: Method,
     pub uri: Uri,
     pub host: Option<HeaderValue>,
+    /// The HTTP version the client spoke.
+    pub version: Version,
     pub upstream: Option<Arc<str>>,
     /// The error behind a response the proxy made itself.
     pub error: Option<(Level, String)>,
@@ -52,6 +54,7 @@ impl RequestInfo {
             method,
             uri,
             host,
+            version: Version::HTTP_11,
             upstream: None,
             error: None,
             body_error: None,
@@ -60,6 +63,17 @@ impl RequestInfo {
 
     pub fn set_error(&mut self, error: &ProxyError) {
         self.error = Some((error.level(), error.to_string()));
+    }
+}
+
+/// An HTTP version as the access events write it: `1.0`, `1.1`, `2`.
+pub fn http_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
     }
 }
 
@@ -112,6 +126,7 @@ impl Record {
         let route = &*self.stats.name;
         let upstream = request.upstream.as_deref().unwrap_or("-");
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let http = http_version(request.version);
         macro_rules! emit {
             ($target:literal, $level:expr) => {
                 tracing::event!(
@@ -119,6 +134,7 @@ impl Record {
                     $level,
                     peer = %request.peer,
                     method = %request.method,
+                    http = %http,
                     host,
                     path,
                     status,

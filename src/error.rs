@@ -30,6 +30,8 @@ pub enum ProxyError {
     HeadTooLarge { size: usize, limit: usize },
     #[error("WebSocket from origin {origin:?} refused: not in allow_origins")]
     OriginForbidden { origin: String },
+    #[error("CONNECT {what} is not supported: only WebSockets over HTTP/2 (RFC 8441)")]
+    UnsupportedConnect { what: String },
 
     // --- upstream side ---
     #[error("upstream {upstream}: cannot connect to {server}: {source}")]
@@ -78,7 +80,11 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         use ProxyError::*;
         match self {
-            NoRoute | BadRequest(_) | HeadTooLarge { .. } | OriginForbidden { .. } => Side::Client,
+            NoRoute
+            | BadRequest(_)
+            | HeadTooLarge { .. }
+            | OriginForbidden { .. }
+            | UnsupportedConnect { .. } => Side::Client,
             Connect { .. }
             | ConnectTimeout { .. }
             | ResponseTimeout { .. }
@@ -96,6 +102,7 @@ impl ProxyError {
             BadRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             OriginForbidden { .. } => StatusCode::FORBIDDEN,
+            UnsupportedConnect { .. } => StatusCode::NOT_IMPLEMENTED,
             Connect { .. } | Broken { .. } | ConnectionLost { .. } | BadUpgrade { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -113,10 +120,14 @@ impl ProxyError {
             BadRequest(why) => match *why {
                 MISSING_HOST => "400 bad request: missing Host header\n",
                 BAD_WEBSOCKET_KEY => "400 bad request: bad Sec-WebSocket-Key\n",
+                BAD_WEBSOCKET_VERSION => "400 bad request: missing Sec-WebSocket-Version\n",
                 _ => "400 bad request\n",
             },
             HeadTooLarge { .. } => "431 request header fields too large\n",
             OriginForbidden { .. } => "403 forbidden: origin not allowed\n",
+            UnsupportedConnect { .. } => {
+                "501 not implemented: CONNECT is only for WebSockets over HTTP/2\n"
+            }
             Connect { .. } | Broken { .. } | ConnectionLost { .. } => {
                 "502 bad gateway: upstream unreachable or broken\n"
             }
@@ -138,8 +149,12 @@ impl ProxyError {
     }
 }
 
-/// Reason given when an HTTP/1.1 request carries no `Host`.
+/// Reason given when an HTTP/1.1 request carries no `Host` (or an HTTP/2
+/// request neither `:authority` nor `Host`).
 pub const MISSING_HOST: &str = "missing Host header";
+/// Reason given when a WebSocket over HTTP/2 carries no
+/// `Sec-WebSocket-Version` (RFC 8441 §5).
+pub const BAD_WEBSOCKET_VERSION: &str = "WebSocket over HTTP/2 without Sec-WebSocket-Version";
 /// Reason given when a WebSocket upgrade has no usable `Sec-WebSocket-Key`.
 pub const BAD_WEBSOCKET_KEY: &str = "WebSocket upgrade without a valid Sec-WebSocket-Key";
 

@@ -403,7 +403,7 @@ impl ReloadReport {
                 .iter()
                 .map(|l| {
                     let tls = l.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone()));
-                    (l.bind.to_string(), tls)
+                    (l.bind.to_string(), (tls, l.http2))
                 })
                 .collect::<BTreeMap<_, _>>()
         };

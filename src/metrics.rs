@@ -49,6 +49,17 @@ struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    listener: String,
+    http: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -103,6 +114,8 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     config_generation: Gauge,
     accept_errors: Family<KindLabels, Counter>,
+    http_connections: Family<HttpLabels, Counter>,
+    http2_goaways: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -186,6 +199,19 @@ impl Metrics {
             "Errors accepting client connections, by kind (out-of-files, other)",
             accept_errors.clone(),
         );
+        let http_connections = Family::default();
+        registry.register(
+            "http_connections",
+            "Client connections served, by listener and the HTTP version they chose (1.1, 2)",
+            http_connections.clone(),
+        );
+        let http2_goaways = Family::default();
+        registry.register(
+            "http2_goaways",
+            "HTTP/2 connections the proxy closed for the client's errors, by error code \
+             (enhance_your_calm: the rapid-reset and flood defences)",
+            http2_goaways.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -199,6 +225,8 @@ impl Metrics {
             reloads,
             config_generation,
             accept_errors,
+            http_connections,
+            http2_goaways,
         }
     }
 
@@ -251,6 +279,25 @@ impl Metrics {
             .get_or_create_owned(&ListenerLabels {
                 listener: listener.to_string(),
             })
+    }
+
+    /// Counter of client connections on one listener that chose `http`
+    /// (`"1.1"`, `"2"`).
+    pub fn http_connections(&self, listener: &str, http: &str) -> Counter {
+        self.http_connections.get_or_create_owned(&HttpLabels {
+            listener: listener.to_string(),
+            http: http.to_string(),
+        })
+    }
+
+    /// Count an HTTP/2 connection closed with GOAWAY `reason` (an error
+    /// code such as `enhance_your_calm`) for the client's misbehaviour.
+    pub fn http2_goaway(&self, reason: &str) {
+        self.http2_goaways
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn connect_failure(&self, upstream: &str, server: &str) {

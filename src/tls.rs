@@ -1,7 +1,9 @@
 //! TLS termination: certificate loading and the rustls server settings.
 //!
-//! Switchyard speaks TLS 1.2 and 1.3 only (rustls has nothing older) and
-//! offers `http/1.1` by ALPN. The handshake itself runs inside each
+//! Switchyard speaks TLS 1.2 and 1.3 only (rustls has nothing older). By
+//! ALPN it offers `h2` then `http/1.1` on listeners with `http2` on (the
+//! default), `http/1.1` alone otherwise: [`with_alpn`] is that last step
+//! of building a listener's settings. The handshake itself runs inside each
 //! connection's task, under a timeout (see [`crate::server`]).
 
 use rustls::ServerConfig;
@@ -74,6 +76,38 @@ pub fn server_config_from(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn_protocols(false);
     Ok(Arc::new(config))
+}
+
+/// The ALPN protocol id of HTTP/2 over TLS (RFC 9113 §3.2).
+pub const ALPN_H2: &[u8] = b"h2";
+/// The ALPN protocol id of HTTP/1.1.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// The protocols a listener offers by ALPN, in order of preference.
+pub fn alpn_protocols(http2: bool) -> Vec<Vec<u8>> {
+    if http2 {
+        vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]
+    } else {
+        vec![ALPN_HTTP1.to_vec()]
+    }
+}
+
+/// `config` offering [`alpn_protocols`]`(http2)`.
+pub fn with_alpn(config: &ServerConfig, http2: bool) -> Arc<ServerConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = alpn_protocols(http2);
+    Arc::new(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_is_offered_first_and_only_when_asked() {
+        assert_eq!(alpn_protocols(true), [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(alpn_protocols(false), [b"http/1.1".to_vec()]);
+    }
 }

@@ -73,6 +73,9 @@ pub enum LogFormat {
 pub struct ListenerConfig {
     pub bind: SocketAddr,
     pub tls: Option<TlsConfig>,
+    /// TLS listeners: ALPN offers `h2` before `http/1.1` (the `http2` key;
+    /// always `false` on a plain listener).
+    pub http2: bool,
 }
 
 impl ListenerConfig {

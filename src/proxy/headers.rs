@@ -208,6 +208,7 @@ pub fn to_upstream(
 ) {
     let forwarded_for = forwarded_for(headers, &client.ip);
     strip(headers, Upgrade::for_websocket(websocket));
+    join_cookies(headers);
     headers.reserve(6);
     headers.insert(X_REAL_IP.clone(), client.ip.clone());
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
@@ -229,6 +230,27 @@ pub fn to_upstream(
     }
     if websocket {
         set_websocket_upgrade(headers);
+    }
+}
+
+/// Several `Cookie` fields as the one an HTTP/1.1 upstream expects, joined
+/// with `; `. HTTP/2 clients split the cookie into one field per crumb so
+/// that each compresses on its own (RFC 9113 §8.2.3); HTTP/1.1 allows one
+/// `Cookie` line only (RFC 6265 §5.4), and many backends read the first.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, joined);
     }
 }
 
@@ -307,6 +329,26 @@ mod tests {
             let parsed: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_header(parsed), ip);
         }
+    }
+
+    #[test]
+    fn cookie_crumbs_become_one_cookie_line() {
+        let mut map = headers(&[
+            ("cookie", "a=1"),
+            ("accept", "*/*"),
+            ("cookie", "b=2"),
+            ("cookie", "c=3"),
+        ]);
+        to_upstream(&mut map, &client(), None, false);
+        let cookies: Vec<&[u8]> = map
+            .get_all("cookie")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(cookies, [&b"a=1; b=2; c=3"[..]]);
+        let mut one = headers(&[("cookie", "a=1; b=2")]);
+        join_cookies(&mut one);
+        assert_eq!(one.get("cookie").unwrap(), "a=1; b=2");
     }
 
     #[test]

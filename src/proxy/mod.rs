@@ -1,7 +1,9 @@
 //! Serving one HTTP request: check it, route it, then forward it, upgrade it
 //! or serve a file; answer errors; open and close its access record.
 
+pub mod connect;
 pub mod headers;
+pub mod streams;
 pub mod upgrade;
 
 use crate::access::{Record, RequestInfo};
@@ -13,12 +15,14 @@ use crate::upstream::{Outgoing, Upstream};
 use crate::ws::relay::Handover;
 use headers::ClientSide;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::{Body, Incoming};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use streams::OpenStreams;
+use tracing::Instrument;
 
 /// The largest request head (request line and headers) accepted; larger
 /// ones are answered `431`.
@@ -33,9 +37,18 @@ pub struct Peer {
     /// their connection instead of each taking a reference of its own,
     /// which would write to a count every worker shares.
     pub state: Arc<State>,
-    /// The tunnel this connection becomes once its `101` is written: the
-    /// connection's own task runs it when hyper lets go of the connection.
-    tunnel: Mutex<Option<Handover>>,
+    /// Where the tunnels of this connection run.
+    tunnels: Tunnels,
+}
+
+enum Tunnels {
+    /// HTTP/1.1: the tunnel this connection becomes once its `101` is
+    /// written: the connection's own task runs it when hyper lets go of the
+    /// connection.
+    Connection(Mutex<Option<Handover>>),
+    /// HTTP/2: every WebSocket stream's tunnel runs in a task of its own,
+    /// tracked for the drain, and counts as an open stream meanwhile.
+    Streams(Arc<OpenStreams>),
 }
 
 impl Peer {
@@ -44,18 +57,43 @@ impl Peer {
             addr,
             client: ClientSide::new(addr.ip(), scheme),
             state,
-            tunnel: Mutex::new(None),
+            tunnels: Tunnels::Connection(Mutex::new(None)),
         }
     }
 
-    /// Make this connection a tunnel after the response in flight.
-    pub fn become_tunnel(&self, handover: Handover) {
-        *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(handover);
+    /// An HTTP/2 connection: many streams, each WebSocket stream a tunnel
+    /// of its own, counted in `streams`.
+    pub fn with_streams(mut self, streams: Arc<OpenStreams>) -> Peer {
+        self.tunnels = Tunnels::Streams(streams);
+        self
     }
 
-    /// The tunnel this connection was made, if an upgrade succeeded.
+    /// Run `handover` once the response in flight is written: on HTTP/1.1
+    /// the connection itself becomes the tunnel, on HTTP/2 the stream does,
+    /// in a task of its own.
+    pub fn become_tunnel(&self, handover: Handover) {
+        match &self.tunnels {
+            Tunnels::Connection(slot) => {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(handover);
+            }
+            Tunnels::Streams(streams) => {
+                let open = streams.open();
+                let tunnel = async move {
+                    handover.run().await;
+                    drop(open);
+                };
+                self.state.tasks.spawn(tunnel.in_current_span());
+            }
+        }
+    }
+
+    /// The tunnel this connection was made, if an upgrade succeeded
+    /// (HTTP/1.1; an HTTP/2 connection never becomes one).
     pub fn take_tunnel(&self) -> Option<Handover> {
-        self.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take()
+        match &self.tunnels {
+            Tunnels::Connection(slot) => slot.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            Tunnels::Streams(_) => None,
+        }
     }
 }
 
@@ -76,7 +114,9 @@ pub async fn handle(
         req.uri().clone(),
         host.clone(),
     );
+    request.version = req.version();
     let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
+    let version = req.version();
     let mut response = match serve(req, &peer, host.as_ref(), route, state).await {
         Ok((response, upstream)) => {
             request.upstream = upstream;
@@ -84,7 +124,7 @@ pub async fn handle(
         }
         Err(error) => {
             request.set_error(&error);
-            error_response(&error)
+            error_response(&error, version)
         }
     };
     let record = Record::new(started, response.status(), stats, request);
@@ -106,8 +146,13 @@ async fn serve(
             limit: MAX_HEAD,
         });
     }
-    if host.is_none() && req.version() == Version::HTTP_11 {
+    if host.is_none() && matches!(req.version(), Version::HTTP_11 | Version::HTTP_2) {
         return Err(ProxyError::BadRequest(MISSING_HOST));
+    }
+    if req.method() == Method::CONNECT {
+        // A reverse proxy opens no tunnels to where clients say; the one
+        // CONNECT it takes is a WebSocket over HTTP/2 (RFC 8441).
+        return Box::pin(connect::relay(req, peer, host, route, state)).await;
     }
     let route = route.ok_or(ProxyError::NoRoute)?;
     match &route.target {
@@ -188,7 +233,7 @@ pub fn outgoing(
 }
 
 /// The plain-text response for an error the proxy answers itself.
-fn error_response(error: &ProxyError) -> Response<ResponseBody> {
+fn error_response(error: &ProxyError, version: Version) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::text(error.body()));
     *response.status_mut() = error.status();
     let headers = response.headers_mut();
@@ -196,11 +241,14 @@ fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if matches!(
-        error,
-        ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }
-    ) {
-        // After a malformed request the connection cannot be trusted.
+    if version < Version::HTTP_2
+        && matches!(
+            error,
+            ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }
+        )
+    {
+        // After a malformed request the connection cannot be trusted. (An
+        // HTTP/2 stream ends with its response; the connection is fine.)
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response

@@ -36,18 +36,7 @@ pub async fn relay(
     upstream: &Upstream,
     state: &State,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
-    let origin = req.headers().get(header::ORIGIN);
-    if !route
-        .allow_origins
-        .allows(origin.and_then(|o| o.to_str().ok()))
-    {
-        stats.refused(Refusal::Origin);
-        return Err(ProxyError::OriginForbidden {
-            origin: origin.map_or_else(String::new, |o| {
-                String::from_utf8_lossy(o.as_bytes()).into_owned()
-            }),
-        });
-    }
+    check_origin(req.headers(), route, stats)?;
     let key = req
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
@@ -107,6 +96,7 @@ pub async fn relay(
         idle_timeout: route.idle_timeout,
         upstream_server: server.clone(),
         peer: peer.addr,
+        http: http::Version::HTTP_11,
         hard_stop: state.hard_stop.clone(),
     };
     peer.become_tunnel(Handover {
@@ -122,6 +112,28 @@ pub async fn relay(
         Response::from_parts(parts, ResponseBody::empty()),
         Some(server),
     ))
+}
+
+/// A WebSocket handshake's `Origin` against the route's `allow_origins`
+/// (over HTTP/1.1 and HTTP/2 alike).
+pub(super) fn check_origin(
+    headers: &http::HeaderMap,
+    route: &ProxyRoute,
+    stats: &RouteStats,
+) -> Result<(), ProxyError> {
+    let origin = headers.get(header::ORIGIN);
+    if route
+        .allow_origins
+        .allows(origin.and_then(|o| o.to_str().ok()))
+    {
+        return Ok(());
+    }
+    stats.refused(Refusal::Origin);
+    Err(ProxyError::OriginForbidden {
+        origin: origin.map_or_else(String::new, |o| {
+            String::from_utf8_lossy(o.as_bytes()).into_owned()
+        }),
+    })
 }
 
 /// RFC 6455 §4.1: the key is 16 random bytes, base64-encoded.

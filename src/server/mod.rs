@@ -1,7 +1,10 @@
 //! Listening sockets and client connections: bind, accept, then each
 //! connection in its own task and span: the TLS handshake (under
-//! `client_header_timeout`), then HTTP ([`http1`]); a connection that
-//! upgrades goes on in that task as a tunnel.
+//! `client_header_timeout`), then HTTP in the version ALPN chose: HTTP/2
+//! ([`http2`]) when the client and the listener agreed on `h2`, else
+//! HTTP/1.1 ([`http1`]). An HTTP/1.1 connection that upgrades goes on in
+//! that task as a tunnel; an HTTP/2 connection's WebSocket streams each
+//! become a tunnel in a task of their own.
 //!
 //! The accept loop never dies on a resource error. When the process runs
 //! out of file descriptors it stops accepting for a moment (new connections
@@ -10,12 +13,15 @@
 //! unaffected.
 
 mod http1;
+mod http2;
 
 use crate::config::ListenerKey;
 use crate::io::ClientStream;
 use crate::proxy::Peer;
 use crate::state::State;
 use crate::workers::Workers;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -99,7 +105,7 @@ async fn accept_loop(
     state: Arc<State>,
     stop: CancellationToken,
 ) {
-    let open = state.metrics.client_connections(&local.to_string());
+    let stats = ConnectionStats::new(&state, local);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -113,7 +119,7 @@ async fn accept_loop(
                 // would cost a tenth of a WebSocket handshake. Access events
                 // carry the peer themselves.
                 let span = tracing::debug_span!(parent: None, "conn", %peer, listener = %local);
-                let connection = serve(stream, peer, key, state.clone(), open.clone());
+                let connection = serve(stream, peer, key, state.clone(), stats.clone());
                 state.tasks.spawn(connection.instrument(span));
             }
             Err(e) if is_out_of_files(&e) => {
@@ -171,13 +177,33 @@ pub fn open_files_limit() -> Option<libc::rlimit> {
     ok.then_some(limit)
 }
 
+/// A listener's connection series.
+#[derive(Clone)]
+struct ConnectionStats {
+    /// Connections open and speaking HTTP.
+    open: Gauge,
+    http1: Counter,
+    http2: Counter,
+}
+
+impl ConnectionStats {
+    fn new(state: &State, local: SocketAddr) -> ConnectionStats {
+        let listener = local.to_string();
+        ConnectionStats {
+            open: state.metrics.client_connections(&listener),
+            http1: state.metrics.http_connections(&listener, "1.1"),
+            http2: state.metrics.http_connections(&listener, "2"),
+        }
+    }
+}
+
 /// Serve one client connection until it closes, upgrades or is drained.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     key: ListenerKey,
     state: Arc<State>,
-    open: prometheus_client::metrics::gauge::Gauge,
+    stats: ConnectionStats,
 ) {
     let generation = state.current();
     let Some(listener) = generation.config.listener(key) else {
@@ -193,13 +219,30 @@ async fn serve(
     let Some(io) = secure(stream, tls, header_timeout).await else {
         return;
     };
-    open.inc();
-    let peer = Arc::new(Peer::new(peer, scheme, state));
+    let peer = Peer::new(peer, scheme, state);
+    stats.open.inc();
+    if negotiated_h2(&io) {
+        stats.http2.inc();
+        http2::serve(io, peer, header_timeout).await;
+        stats.open.dec();
+        return;
+    }
+    stats.http1.inc();
+    let peer = Arc::new(peer);
     http1::serve(io, peer.clone(), header_timeout).await;
-    open.dec();
+    stats.open.dec();
     // An upgraded connection carries on as a tunnel, in this same task.
     if let Some(tunnel) = peer.take_tunnel() {
         tunnel.run().await;
+    }
+}
+
+/// Whether the TLS handshake chose HTTP/2 by ALPN. A listener offers `h2`
+/// only with `http2` on (see [`crate::tls::with_alpn`]).
+fn negotiated_h2(io: &ClientStream) -> bool {
+    match io {
+        Either::Left(_) => false,
+        Either::Right(tls) => tls.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2),
     }
 }
 

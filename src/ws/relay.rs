@@ -59,6 +59,8 @@ pub struct Tunnel {
     pub upstream_server: Arc<str>,
     /// The client's address, for the close event.
     pub peer: std::net::SocketAddr,
+    /// The HTTP version the client's handshake came in (`2`: RFC 8441).
+    pub http: http::Version,
     pub hard_stop: Signal,
 }
 
@@ -186,6 +188,7 @@ impl Tunnel {
         tracing::info!(
             target: "access",
             peer = %self.peer,
+            http = %crate::access::http_version(self.http),
             route = %self.stats.name,
             upstream = %self.upstream_server,
             bytes_to_upstream = splice.up.bytes,

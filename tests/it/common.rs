@@ -626,3 +626,123 @@ pub fn metric(
             other => panic!("{name} is not a single number: {other:?}"),
         })
 }
+
+// ---------------------------------------------------------------- HTTP/2
+
+/// A TLS client configuration trusting `ca` and offering `alpn` (e.g.
+/// `["h2", "http/1.1"]`).
+pub fn client_config_alpn(ca: &TestCa, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
+    let mut config = (*ca.client_config()).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
+/// An HTTP/2 connection made with hyper's client, for `https://localhost`.
+pub struct H2Client {
+    pub sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    /// `localhost:PORT`, the `:authority` of every request.
+    pub authority: String,
+    /// The connection's driver; ends when the connection does.
+    pub connection: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+}
+
+/// A WebSocket over one HTTP/2 stream (RFC 8441).
+pub type H2Ws = Ws<TokioIo<hyper::upgrade::Upgraded>>;
+
+impl H2Client {
+    /// Connect to `addr` over TLS, offering `h2` only, and speak HTTP/2.
+    pub async fn connect(addr: SocketAddr, ca: &TestCa) -> H2Client {
+        let tls = tls_connect(addr, client_config_alpn(ca, &["h2"]))
+            .await
+            .expect("tls");
+        assert_eq!(
+            tls.get_ref().1.alpn_protocol(),
+            Some(&b"h2"[..]),
+            "the proxy did not choose h2"
+        );
+        let (sender, connection) = within(
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake(TokioIo::new(tls)),
+        )
+        .await
+        .expect("h2 handshake");
+        H2Client {
+            sender,
+            authority: format!("localhost:{}", addr.port()),
+            connection: tokio::spawn(connection),
+        }
+    }
+
+    /// `https://localhost:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.authority)
+    }
+
+    /// Send `req` on this connection and read the whole answer.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Got {
+        let mut sender = self.sender.clone();
+        within(sender.ready()).await.expect("connection ready");
+        let response = within(sender.send_request(req)).await.expect("response");
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        let (parts, body) = response.into_parts();
+        let body = within(body.collect()).await.expect("body").to_bytes();
+        Got {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// `GET path` plus `headers`.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Got {
+        let mut req = Request::get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Full::new(Bytes::new())).unwrap()).await
+    }
+
+    /// An RFC 8441 extended CONNECT for `path`, with
+    /// `Sec-WebSocket-Version: 13` and `headers`.
+    pub fn websocket_request(&self, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+        let mut req = Request::connect(self.url(path))
+            .extension(hyper::ext::Protocol::from_static("websocket"))
+            .header("sec-websocket-version", "13");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(Full::new(Bytes::new())).unwrap()
+    }
+
+    /// Open a WebSocket on a new stream of this connection: the stream's
+    /// `200` head and the socket, or the answer when it is not a `200`.
+    pub async fn websocket(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(http::response::Parts, H2Ws), Got> {
+        let mut sender = self.sender.clone();
+        within(sender.ready()).await.expect("connection ready");
+        let req = self.websocket_request(path, headers);
+        let mut response = within(sender.send_request(req)).await.expect("response");
+        if response.status() != StatusCode::OK {
+            let (parts, body) = response.into_parts();
+            let body = within(body.collect()).await.expect("body").to_bytes();
+            return Err(Got {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            });
+        }
+        let upgraded = within(hyper::upgrade::on(&mut response))
+            .await
+            .expect("the 200 opens the stream");
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            tungstenite::protocol::Role::Client,
+            Some(big_messages()),
+        )
+        .await;
+        Ok((response.into_parts().0, ws))
+    }
+}

@@ -4,6 +4,7 @@
 mod chat;
 mod common;
 mod forwarding;
+mod http2;
 mod metrics;
 mod reload;
 mod static_files;

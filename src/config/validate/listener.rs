@@ -5,6 +5,7 @@ use crate::config::doc::Table;
 use crate::config::{ListenerConfig, TlsConfig};
 use std::net::SocketAddr;
 use std::ops::Range;
+use toml::Spanned;
 
 impl Checker<'_> {
     pub(super) fn listeners(
@@ -20,6 +21,7 @@ impl Checker<'_> {
         for table in tables {
             let bind = table.string("bind", "an address such as \"0.0.0.0:8080\"");
             let tls = table.table("tls");
+            let http2 = table.boolean("http2");
             let Some(bind) = bind else {
                 if !table.has("bind") {
                     self.error(
@@ -57,8 +59,16 @@ impl Checker<'_> {
                 self.error_at(&bind, message);
             }
             bound.push((addr, bind.span()));
-            let tls = tls.as_ref().and_then(|tls| self.tls(tls));
-            listeners.push(ListenerConfig { bind: addr, tls });
+            let wants_http2 = self.http2(http2.as_ref(), tls.is_some());
+            let tls = tls.as_ref().and_then(|tls| self.tls(tls)).map(|mut tls| {
+                tls.server_config = crate::tls::with_alpn(&tls.server_config, wants_http2);
+                tls
+            });
+            listeners.push(ListenerConfig {
+                bind: addr,
+                http2: wants_http2 && tls.is_some(),
+                tls,
+            });
         }
         if let Some((admin, span)) = admin
             && let Some((other, at)) = bound.iter().find(|(other, _)| overlaps(*other, *admin))
@@ -71,6 +81,24 @@ impl Checker<'_> {
             self.error(span.clone(), message);
         }
         listeners
+    }
+
+    /// `http2`: default on for TLS listeners. A plain listener speaks
+    /// HTTP/1.1 only (HTTP/2 is chosen by ALPN, which needs TLS), so asking
+    /// for it there is an error rather than a silent no-op.
+    fn http2(&self, http2: Option<&Spanned<bool>>, tls: bool) -> bool {
+        match http2 {
+            Some(value) if *value.get_ref() && !tls => {
+                self.error_at(
+                    value,
+                    "http2 = true needs `tls` on this listener: HTTP/2 is offered by ALPN \
+                     during the TLS handshake, and plain listeners speak HTTP/1.1 only",
+                );
+                false
+            }
+            Some(value) => *value.get_ref(),
+            None => tls,
+        }
     }
 
     fn tls(&self, table: &Table) -> Option<TlsConfig> {
