@@ -175,12 +175,13 @@ mod tests {
         let (mut parts, ()) = upgrade.into_parts();
         let response = accepted(&mut parts);
         assert_eq!(response.status(), StatusCode::OK);
-        let names: Vec<&str> = response.headers().keys().map(|k| k.as_str()).collect();
+        let mut names: Vec<&str> = response.headers().keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
         assert_eq!(
             names,
             [
-                "sec-websocket-protocol",
                 "sec-websocket-extensions",
+                "sec-websocket-protocol",
                 "set-cookie"
             ]
         );

@@ -201,6 +201,15 @@ async fn forward(
         .send(outgoing(parts, client, host, false, body))
         .await?;
     let server = answer.server.name.clone();
+    if answer.response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // Nobody asked to switch: there is no tunnel to relay it into, and
+        // HTTP/2 has no 101 at all (RFC 9113 §8.6).
+        return Err(ProxyError::BadUpgrade {
+            upstream: upstream.config.name.clone(),
+            server: server.to_string(),
+            reason: "it switched protocols on a request that asked for no upgrade",
+        });
+    }
     let (mut parts, body) = answer.response.into_parts();
     headers::to_client(&mut parts.headers, false);
     Ok((

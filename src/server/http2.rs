@@ -108,9 +108,8 @@ pub(super) async fn serve(io: ClientStream, peer: Peer, idle_timeout: Duration) 
         if graceful && hard_stop.poll_stopped(cx) {
             return Poll::Ready(Ok(()));
         }
-        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-            return Poll::Ready(result);
-        }
+        // The idle clock before the connection, so a GOAWAY it decides on
+        // is written by the poll right below.
         while Pin::new(&mut idle).poll(cx).is_ready() {
             let now = Instant::now();
             if let Some(by) = closing_by {
@@ -136,7 +135,7 @@ pub(super) async fn serve(io: ClientStream, peer: Peer, idle_timeout: Duration) 
                 None => idle.reset(now + idle_timeout),
             }
         }
-        Poll::Pending
+        connection.as_mut().poll(cx)
     })
     .await;
     if let Err(e) = result {

@@ -10,3 +10,4 @@ mod reload;
 mod static_files;
 mod tls;
 mod websocket;
+mod websocket_h2;
