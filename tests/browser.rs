@@ -1,6 +1,8 @@
 //! The demo chat room in headless Chromium, end to end: `switchyard demo`
 //! on free ports, then `tests/browser/chat.mjs` (Node and puppeteer-core)
-//! drives two users over ws:// and over wss:// through the proxy.
+//! drives two users over ws:// and over wss:// through the proxy. Over
+//! https:// the page comes over HTTP/2 and the WebSockets are streams of
+//! that connection (RFC 8441), which the demo's access log confirms.
 //!
 //! Needs `node`, Chromium (`$CHROMIUM`, else `/usr/bin/chromium`) and
 //! `tests/browser/node_modules`:
@@ -40,7 +42,7 @@ const INSTALL: &str = "install them with\n    \
     or set SWITCHYARD_SKIP_BROWSER=1 to skip this test";
 
 #[test]
-fn chat_room_in_chromium_over_ws_and_wss() {
+fn chat_room_in_chromium_over_ws_and_wss_over_h2() {
     let Some(tools) = find_tools() else {
         return;
     };
@@ -71,6 +73,30 @@ fn chat_room_in_chromium_over_ws_and_wss() {
             print!("{stdout}");
             eprint!("{stderr}");
             println!("browser run passed in {elapsed:.1?} ({http} and {https})");
+            // The proxy's side of it: the wss:// WebSockets were RFC 8441
+            // streams of an HTTP/2 connection, and their tunnels said so.
+            demo.stop();
+            let (_, demo_err) = demo.output();
+            let lines = |all: &[&str]| {
+                demo_err
+                    .lines()
+                    .filter(|line| all.iter().all(|part| line.contains(part)))
+                    .count()
+            };
+            let connects = lines(&[
+                "method=CONNECT",
+                "http=2",
+                "path=\"/ws/chat\"",
+                "status=200",
+            ]);
+            let tunnels = lines(&["tunnel closed", "http=2", "route=/ws/"]);
+            assert!(
+                connects >= 2 && tunnels >= 2,
+                "expected the two wss:// users' WebSockets over HTTP/2 in the access log \
+                 ({connects} CONNECT requests, {tunnels} tunnels seen)\n\
+                 --- switchyard demo stderr ---\n{demo_err}"
+            );
+            println!("the proxy relayed {connects} WebSockets over HTTP/2 (RFC 8441)");
         }
         _ => {
             let how = match status {

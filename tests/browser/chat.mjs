@@ -5,7 +5,10 @@
 // For each base URL (the page's WebSocket then goes over ws:// and wss://
 // respectively), two users sign in from two isolated browser contexts
 // (separate cookie jars), see each other in the user list, exchange a
-// message each, and one leaves while the other watches. Every wait is
+// message each, and one leaves while the other watches. Over https:// the
+// page must come over HTTP/2 and its WebSocket must be a stream of that
+// connection (RFC 8441: Chromium reports its handshake answered 200, where
+// an HTTP/1.1 WebSocket is answered 101). Every wait is
 // bounded; the first failed step ends the run with a non-zero exit code.
 // One line is printed per passed step.
 //
@@ -180,7 +183,12 @@ async function signIn(user, base) {
   }
 }
 
-async function expectConnected(user, base, wsScheme) {
+/** The HTTP version the page itself came over, as the browser says it: `h2`, `http/1.1`. */
+function pageProtocol(page) {
+  return page.evaluate(() => performance.getEntriesByType('navigation')[0]?.nextHopProtocol);
+}
+
+async function expectConnected(user, base, wsScheme, h2) {
   await waitInPage(
     user.page,
     `#status of ${user.name} to leave "connecting"`,
@@ -193,11 +201,20 @@ async function expectConnected(user, base, wsScheme) {
     throw new StepError(`${user.name}'s page is ${state}, not connected\n${await describe(user)}`);
   }
   const expected = `${wsScheme}://${base.host}/ws/chat`;
+  // RFC 8441: the extended CONNECT is answered 200; an HTTP/1.1 upgrade 101.
+  const status = h2 ? 200 : 101;
   const socket = user.sockets.find((s) => s.url === expected);
-  if (!socket || socket.status !== 101) {
+  if (!socket || socket.status !== status) {
     throw new StepError(
-      `expected a WebSocket to ${expected} answered with 101, saw ${JSON.stringify(user.sockets)}`,
+      `expected a WebSocket to ${expected} answered with ${status}, saw ${JSON.stringify(user.sockets)}`,
     );
+  }
+}
+
+async function expectPageOver(user, protocol) {
+  const seen = await pageProtocol(user.page);
+  if (seen !== protocol) {
+    throw new StepError(`${user.name}'s page came over ${seen}, not ${protocol}`);
   }
 }
 
@@ -272,8 +289,8 @@ async function expectLeft(user, who) {
 
 // ---- one round: two users on one base URL ----
 
-async function round(browser, base, wsScheme, names) {
-  const label = `${wsScheme}://`;
+async function round(browser, base, wsScheme, names, h2) {
+  const label = h2 ? `${wsScheme}:// over h2` : `${wsScheme}://`;
   const users = [];
   try {
     for (const name of names) {
@@ -286,8 +303,15 @@ async function round(browser, base, wsScheme, names) {
       await step(label, `${user.name} signs in at ${new URL('/signin', base).href}`, () =>
         signIn(user, base),
       );
-      await step(label, `${user.name}'s room connects over ${wsScheme}:// (#status connected)`, () =>
-        expectConnected(user, base, wsScheme),
+      const protocol = h2 ? 'h2' : 'http/1.1';
+      await step(label, `${user.name}'s page came over ${protocol}`, () =>
+        expectPageOver(user, protocol),
+      );
+      const how = h2 ? ' as a stream of the HTTP/2 connection (200)' : ' (101)';
+      await step(
+        label,
+        `${user.name}'s room connects over ${wsScheme}://${how} (#status connected)`,
+        () => expectConnected(user, base, wsScheme, h2),
       );
     }
     for (const user of users) {
@@ -370,8 +394,8 @@ try {
     throw new StepError(`FAILED starting Chromium (${executablePath})\n  ${err.message}`);
   }
   console.log(`ok  Chromium started: ${await browser.version()}`);
-  await round(browser, httpBase, 'ws', ['alice', 'bob']);
-  await round(browser, httpsBase, 'wss', ['carol', 'dave']);
+  await round(browser, httpBase, 'ws', ['alice', 'bob'], false);
+  await round(browser, httpsBase, 'wss', ['carol', 'dave'], true);
   console.log('ok  all steps passed');
 } catch (err) {
   failed = true;
