@@ -501,3 +501,101 @@ async fn setup_errors_are_reported_not_counted() {
     })
     .await;
 }
+
+/// Switchyard with a TLS listener (HTTP/2 on, its default) in front of
+/// `backend`; the CA file that trusts it.
+async fn h2_proxy(
+    backend: SocketAddr,
+) -> (switchyard::lifecycle::Proxy, SocketAddr, tempfile::TempDir) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    let route_file = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &route_file,
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n\
+             tls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n\
+             [upstream.echo]\nservers = [\"{backend}\"]\n\
+             [[route]]\npath = \"/\"\nupstream = \"echo\"\n"
+        ),
+    )
+    .unwrap();
+    let config = switchyard::config::Config::load(&route_file).unwrap();
+    let proxy = switchyard::lifecycle::Proxy::start(config).await.unwrap();
+    let addr = proxy.listeners().await[0].0;
+    (proxy, addr, dir)
+}
+
+/// The proxy's count of client connections that chose HTTP/2.
+fn h2_connections(proxy: &switchyard::lifecycle::Proxy) -> u64 {
+    let text = proxy.state().metrics.encode();
+    text.lines()
+        .find(|l| l.starts_with("switchyard_http_connections_total{") && l.contains("http=\"2\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_puts_websockets_on_shared_connections_as_rfc_8441_streams() {
+    bounded(async {
+        let (backend, server) = echo_server(None).await;
+        let (proxy, addr, dir) = h2_proxy(backend).await;
+        let url = format!("wss://localhost:{}/", addr.port());
+
+        let mut p = plan(Mode::Hold, url.clone(), 300, 25);
+        p.rate = Some(500.0);
+        p.http2 = true;
+        p.streams = 10;
+        p.ca = Some(dir.path().join("ca.pem"));
+        let report = run_ok(p).await;
+        let hold = report.hold.clone().expect("hold summary");
+        assert_eq!(hold.held, 25, "{report:#?}");
+        assert_eq!(report.errors.total(), 0, "{report:#?}");
+        assert_eq!(Counters::get(&server.peak_open), 25);
+        // 25 WebSockets, 10 per connection: three HTTP/2 connections.
+        assert_eq!(h2_connections(&proxy), 3);
+        server.all_closed().await;
+
+        let mut p = plan(Mode::Echo, url, 500, 4);
+        p.http2 = true;
+        p.ca = Some(dir.path().join("ca.pem"));
+        let before = Counters::get(&server.messages);
+        let report = run_ok(p).await;
+        assert!(report.ops > 0, "{report:#?}");
+        assert_eq!(report.errors.total(), 0, "{report:#?}");
+        assert_eq!(report.ops, Counters::get(&server.messages) - before);
+        assert_eq!(
+            h2_connections(&proxy),
+            4,
+            "four streams, one more connection"
+        );
+    })
+    .await;
+}
+
+#[test]
+fn http2_needs_wss_and_a_websocket_mode() {
+    let mut p = Plan::new(Mode::Echo, "ws://127.0.0.1:1/");
+    p.http2 = true;
+    let error = p.validate().unwrap_err().to_string();
+    assert!(error.contains("wss://"), "{error}");
+    let mut p = Plan::new(Mode::Http, "https://127.0.0.1:1/");
+    p.http2 = true;
+    let error = p.validate().unwrap_err().to_string();
+    assert!(error.contains("WebSocket modes"), "{error}");
+    let mut p = Plan::new(Mode::Bulk, "wss://127.0.0.1:1/");
+    p.http2 = true;
+    assert!(p.validate().is_ok());
+}

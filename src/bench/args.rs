@@ -44,6 +44,7 @@ Examples:
   switchyard bench handshake wss://proxy.internal/ws --ca ca.pem -c 20
   switchyard bench hold ws://127.0.0.1:8080/ws -c 20000 --rate 2000 --duration 30s --source-addrs 8
   switchyard bench http http://127.0.0.1:8080/ -c 32 --json
+  switchyard bench hold wss://127.0.0.1:8443/ws --http2 --streams 100 -c 5000 --ca ca.pem
 
 Error kinds: refused, tls, handshake-status (with the HTTP status), closed-early,
 timeout, too-many-open-files, mismatch (echo payload differs), other.
@@ -107,6 +108,17 @@ pub struct BenchArgs {
     /// Limit for each single operation (connect, round trip, close...).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// WebSockets over HTTP/2 (RFC 8441, wss:// only): each connection is a
+    /// stream of an HTTP/2 connection, as browsers open them.
+    #[arg(long)]
+    pub http2: bool,
+
+    /// With --http2: WebSockets opened per HTTP/2 connection before the
+    /// next one is made.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams: u32,
 }
 
 /// One extra request header given as `NAME:VALUE`.

@@ -21,14 +21,20 @@ use tokio_util::either::Either;
 
 use super::args::Mode;
 use super::error::{BenchError, Failure};
+use super::h2::H2Streams;
 use super::plan::{Plan, Target};
 use super::tls;
+use hyper_util::rt::TokioIo;
 
 /// A WebSocket client connection as used by every mode.
-pub type Ws = WebSocketStream<Conn>;
+pub type Ws = WebSocketStream<Stream>;
 
 /// A plain (`Left`) or TLS (`Right`) connection.
 pub type Conn = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+
+/// What a WebSocket runs on: a connection of its own (`Left`), or a stream
+/// of an HTTP/2 connection (`Right`, `--http2`).
+pub type Stream = Either<Conn, TokioIo<hyper::upgrade::Upgraded>>;
 
 /// The local source address for the `seq`-th connection when connections
 /// are spread over `127.0.0.1..=127.0.0.n` (round robin).
@@ -66,6 +72,8 @@ pub struct Connector {
     request: Request,
     ws_config: WebSocketConfig,
     timeout: Duration,
+    /// `--http2`: the HTTP/2 connections WebSockets are streams of.
+    h2: Option<H2Streams>,
 }
 
 impl Connector {
@@ -77,7 +85,7 @@ impl Connector {
         let addr = resolve(&target, plan.source_addrs > 1, plan.timeout).await?;
 
         let tls = if target.tls {
-            let alpn: &[u8] = b"http/1.1";
+            let alpn: &[u8] = if plan.http2 { b"h2" } else { b"http/1.1" };
             let (config, note) = tls::client_config(plan.ca.as_deref(), plan.insecure, alpn)?;
             notes.extend(note);
             Some((TlsConnector::from(config), tls::server_name(&target.host)?))
@@ -107,7 +115,6 @@ impl Connector {
 
         Ok((
             Connector {
-                target,
                 addr,
                 tls,
                 source_addrs: plan.source_addrs,
@@ -115,6 +122,8 @@ impl Connector {
                 request,
                 ws_config: ws_config(plan.mode, plan.size),
                 timeout: plan.timeout,
+                h2: plan.http2.then(|| H2Streams::new(&target, plan.streams)),
+                target,
             },
             notes,
         ))
@@ -167,15 +176,28 @@ impl Connector {
     /// A complete WebSocket connection (TCP, TLS, upgrade), within `--timeout`.
     pub async fn websocket(&self) -> Result<Ws, Failure> {
         let attempt = async {
+            if let Some(h2) = &self.h2 {
+                let stream = h2.open(self, self.request.headers()).await?;
+                return Ok(WebSocketStream::from_raw_socket(
+                    Either::Right(stream),
+                    tokio_tungstenite::tungstenite::protocol::Role::Client,
+                    Some(self.ws_config),
+                )
+                .await);
+            }
             let conn = self.transport().await?;
             let mut request = self.request.clone();
             if let Ok(key) = HeaderValue::from_str(&generate_key()) {
                 request.headers_mut().insert("Sec-WebSocket-Key", key);
             }
-            tokio_tungstenite::client_async_with_config(request, conn, Some(self.ws_config))
-                .await
-                .map(|(ws, _response)| ws)
-                .map_err(|e| Failure::from_ws(&e, "WebSocket upgrade"))
+            tokio_tungstenite::client_async_with_config(
+                request,
+                Either::Left(conn),
+                Some(self.ws_config),
+            )
+            .await
+            .map(|(ws, _response)| ws)
+            .map_err(|e| Failure::from_ws(&e, "WebSocket upgrade"))
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(result) => result,

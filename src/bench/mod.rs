@@ -20,6 +20,7 @@
 pub mod args;
 pub mod connect;
 pub mod error;
+pub mod h2;
 pub mod limits;
 pub mod modes;
 pub mod plan;

@@ -41,6 +41,10 @@ pub struct Plan {
     pub headers: Vec<(String, String)>,
     /// Limit for each single operation.
     pub timeout: Duration,
+    /// WebSockets as RFC 8441 streams of HTTP/2 connections (wss:// only).
+    pub http2: bool,
+    /// With `http2`: WebSockets opened per HTTP/2 connection.
+    pub streams: u32,
 }
 
 impl Plan {
@@ -59,6 +63,8 @@ impl Plan {
             source_addrs: 1,
             headers: Vec::new(),
             timeout: Duration::from_secs(5),
+            http2: false,
+            streams: 100,
         }
     }
 
@@ -98,7 +104,20 @@ impl Plan {
                 return Err(BenchError::InvalidHeader(format!("{name}: {value}")));
             }
         }
-        Target::parse(&self.url, self.mode)?;
+        let target = Target::parse(&self.url, self.mode)?;
+        if self.http2 {
+            if self.mode == Mode::Http {
+                return bad(
+                    "--http2 is for the WebSocket modes; the http mode speaks HTTP/1.1".into(),
+                );
+            }
+            if !target.tls {
+                return bad("--http2 needs a wss:// URL: HTTP/2 is chosen by ALPN over TLS".into());
+            }
+            if self.streams == 0 {
+                return bad("--streams must be at least 1".into());
+            }
+        }
         Ok(())
     }
 
@@ -132,6 +151,8 @@ impl TryFrom<BenchArgs> for Plan {
                 .map(|h| (h.name, h.value))
                 .collect(),
             timeout: args.timeout,
+            http2: args.http2,
+            streams: args.streams,
         };
         plan.validate()?;
         Ok(plan)
