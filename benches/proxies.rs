@@ -12,11 +12,17 @@
 //! shuffled within each workload of each round; the summary is the median
 //! over rounds. The markdown tables go to stdout and `target/bench-results.md`.
 //!
+//! HTTP/2 (`BENCH_ONLY=h2`): GETs with h2load (4 connections × 16 streams)
+//! against the three proxies with h2 on, WebSocket echo and bulk over
+//! HTTP/2 (RFC 8441: Switchyard and HAProxy; nginx has none) beside bulk
+//! over wss:// with HTTP/1.1, and the hold workload with 100 WebSockets per
+//! HTTP/2 connection.
+//!
 //! Knobs: `BENCH_ROUNDS` (3), `BENCH_SECONDS` per measurement (5),
 //! `BENCH_ONLY` (comma list: http, echo, bulk, handshake, handshake-ws,
-//! handshake-wss, hold), `BENCH_TARGETS` (direct, switchyard, nginx,
-//! haproxy, bare-hyper), `BENCH_KEEP_TMP` (keep the generated configurations
-//! and logs).
+//! handshake-wss, hold; h2 = http2, echo-h2, bulk-wss, bulk-h2, hold-h2),
+//! `BENCH_TARGETS` (direct, switchyard, nginx, haproxy, bare-hyper),
+//! `BENCH_KEEP_TMP` (keep the generated configurations and logs).
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it only runs its
 //! self-checks.
@@ -179,7 +185,7 @@ fn suite() -> Result<(), String> {
     let file_limit = process::raise_file_limit();
     // Every process needs about two sockets per tunnel plus some headroom.
     let hold_tunnels = HOLD_TUNNELS.min(file_limit.saturating_sub(600) / 2);
-    if hold_tunnels < HOLD_TUNNELS && settings.workloads.contains(&Workload::Hold) {
+    if hold_tunnels < HOLD_TUNNELS && settings.workloads.iter().any(|w| w.is_hold()) {
         eprintln!(
             "note: the open-file limit is {file_limit}: holding {hold_tunnels} tunnels, not {HOLD_TUNNELS}"
         );
@@ -316,8 +322,8 @@ fn suite() -> Result<(), String> {
                     .find(|t| t.kind == kind)
                     .ok_or("internal: target vanished")?;
                 let t0 = Instant::now();
-                let result = if *workload == Workload::Hold {
-                    hold::measure(&runner, round, target)
+                let result = if workload.is_hold() {
+                    hold::measure(&runner, round, *workload, target)
                 } else {
                     runner.measure(round, *workload, target)
                 };
@@ -445,7 +451,9 @@ fn document(results: &report::Results, settings: &Settings, run: &Run) -> String
          Proxy CPU is utime+stime of all its processes over the measurement ÷ operations \
          (bulk: ÷ MB sent; each MB crosses the proxy twice, there and back). \
          HTTP: wrk -t2 -c64 when installed; echo: 64 connections × 64 B; bulk: 4 × 64 KiB; \
-         handshakes: 32 concurrent clients, open + clean close, TLS sessions resumed when the server offers tickets.\n\n",
+         handshakes: 32 concurrent clients, open + clean close, TLS sessions resumed when the server offers tickets. \
+         HTTP/2: h2load -t2 -c4 -m16 (64 streams on 4 connections); WebSockets over h2 are RFC 8441 streams \
+         (echo: 64 on 4 connections; bulk: 4 on one; held: 100 per connection); nginx has no WebSockets over h2.\n\n",
     );
     out.push_str(&results.main_table());
     out.push('\n');

@@ -15,13 +15,15 @@
 //! - [`state`]: what connections share; the swappable configuration
 //!   [`state::Generation`].
 //! - [`server`]: accept loops, then each connection in its own task: the TLS
-//!   handshake ([`tls`]) and HTTP/1.1 (`server::http1`).
+//!   handshake ([`tls`]), then HTTP/1.1 (`server::http1`) or, when ALPN chose
+//!   `h2`, HTTP/2 (`server::http2`).
 //! - [`io`]: the byte streams both sides use (client connections plain or
 //!   TLS, what a tunnel needs of each end).
 //! - [`router`]: host and longest-prefix matching, pure.
 //! - [`proxy`]: one request: checks, forwarding, the header policy
-//!   ([`proxy::headers`]) and the WebSocket handshake relay
-//!   ([`proxy::upgrade`]).
+//!   ([`proxy::headers`]), the WebSocket handshake relay
+//!   ([`proxy::upgrade`]) and its HTTP/2 form, RFC 8441
+//!   ([`proxy::connect`]).
 //! - [`upstream`]: talking to an upstream's servers: server choice and
 //!   timeouts, keep-alive connections per server ([`upstream::pool`]).
 //! - [`ws`]: WebSocket tunnels after the `101`: the relay ([`ws::relay`])

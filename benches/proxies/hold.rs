@@ -2,6 +2,8 @@
 //! 1,000 idle tunnels (one `switchyard bench hold` process), measure echo
 //! p99, open the rest up to 9,500 (a second hold process), sample memory
 //! and measure echo p99 again, then let the tunnels go and sample once more.
+//! `hold-h2` does the same with the WebSockets as RFC 8441 streams over
+//! wss://, 100 per HTTP/2 connection (the echo runs stay HTTP/1.1 ws://).
 //!
 //! Tunnels are counted where they end, at the backend, so a number here is
 //! a tunnel that went all the way through the proxy.
@@ -19,8 +21,25 @@ const FIRST: u64 = 1_000;
 /// New tunnels per second while opening (each hold client).
 const OPEN_RATE: &str = "2500";
 
-pub fn measure(runner: &Runner, round: usize, target: &mut Target) -> Result<Sample, String> {
-    let mut sample = Sample::new(round, Workload::Hold, target.kind);
+/// WebSockets per HTTP/2 connection in `hold-h2`.
+const STREAMS_PER_CONNECTION: &str = "100";
+
+pub fn measure(
+    runner: &Runner,
+    round: usize,
+    workload: Workload,
+    target: &mut Target,
+) -> Result<Sample, String> {
+    let mut sample = Sample::new(round, workload, target.kind);
+    let http2 = workload == Workload::HoldH2;
+    let url = if http2 {
+        target
+            .wss_url()
+            .ok_or_else(|| format!("{} has no wss:// port", target.kind))?
+    } else {
+        target.ws_url()
+    };
+    let ca = runner.ca.display().to_string();
     let total = runner.hold_tunnels;
     let first = FIRST.min(total);
     let mut hold = HoldSample {
@@ -41,9 +60,9 @@ pub fn measure(runner: &Runner, round: usize, target: &mut Target) -> Result<Sam
     hold.before = target.memory();
 
     let hold_args = |n: u64| -> Vec<String> {
-        [
+        let mut args: Vec<String> = [
             "hold",
-            &target.ws_url(),
+            &url,
             "-c",
             &n.to_string(),
             "--rate",
@@ -57,7 +76,13 @@ pub fn measure(runner: &Runner, round: usize, target: &mut Target) -> Result<Sam
             "10s",
         ]
         .map(String::from)
-        .to_vec()
+        .to_vec();
+        if http2 {
+            args.extend(
+                ["--http2", "--streams", STREAMS_PER_CONNECTION, "--ca", &ca].map(String::from),
+            );
+        }
+        args
     };
     let mut clients: Vec<Guard> = Vec::new();
     let (guard, _) = runner.spawn_tool("hold-1k", &hold_args(first))?;

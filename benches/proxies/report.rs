@@ -119,7 +119,7 @@ impl Results<'_> {
             "| Workload | Target | Throughput | ×nginx | ×HAProxy | ×direct | p99 | ×nginx | ×HAProxy | ×direct | Proxy CPU/op | ×nginx | ×HAProxy | Backend CPU/op | Errors |\n\
              |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
-        for &w in self.workloads.iter().filter(|w| **w != Workload::Hold) {
+        for &w in self.workloads.iter().filter(|w| !w.is_hold()) {
             let ng = self.get(w, TargetKind::Nginx).unwrap_or_default();
             let ha = self.get(w, TargetKind::Haproxy).unwrap_or_default();
             let di = self.get(w, TargetKind::Direct).unwrap_or_default();
@@ -157,12 +157,22 @@ impl Results<'_> {
         out
     }
 
-    /// The held-tunnels table.
+    /// The held-tunnels tables: over HTTP/1.1, then over HTTP/2.
     pub fn hold_table(&self) -> String {
-        let w = Workload::Hold;
-        if !self.workloads.contains(&w) {
-            return String::new();
+        let mut out = String::new();
+        for w in [Workload::Hold, Workload::HoldH2] {
+            if self.workloads.contains(&w) {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                let _ = writeln!(out, "{}:\n", w.title());
+                out.push_str(&self.hold_table_of(w));
+            }
         }
+        out
+    }
+
+    fn hold_table_of(&self, w: Workload) -> String {
         let ng = self.get(w, TargetKind::Nginx).unwrap_or_default();
         let ha = self.get(w, TargetKind::Haproxy).unwrap_or_default();
         let di = self.get(w, TargetKind::Direct).unwrap_or_default();
@@ -240,7 +250,7 @@ impl Results<'_> {
                     }
                 }
             };
-            if w == Workload::Hold {
+            if w.is_hold() {
                 check(
                     "KiB per held tunnel",
                     s.kib_per_tunnel,

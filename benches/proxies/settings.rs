@@ -19,17 +19,52 @@ pub enum Workload {
     HandshakeWss,
     /// 9,500 idle tunnels held: memory per tunnel, echo p99 at 1,000 and 9,500.
     Hold,
+    /// Small HTTP/2 GETs over TLS: h2load, 4 connections × 16 streams.
+    Http2,
+    /// WebSocket echo over HTTP/2 (RFC 8441): 64 streams on 4 connections.
+    EchoH2,
+    /// WebSocket bulk over wss:// with HTTP/1.1, the baseline of `BulkH2`.
+    BulkWss,
+    /// WebSocket bulk over HTTP/2: 4 streams on one connection.
+    BulkH2,
+    /// The hold workload with the WebSockets over HTTP/2, 100 per connection.
+    HoldH2,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Http,
         Workload::Echo,
         Workload::Bulk,
         Workload::HandshakeWs,
         Workload::HandshakeWss,
         Workload::Hold,
+        Workload::Http2,
+        Workload::EchoH2,
+        Workload::BulkWss,
+        Workload::BulkH2,
+        Workload::HoldH2,
     ];
+
+    /// The workloads of HTTP/2 (`BENCH_ONLY=h2`), with their HTTP/1.1
+    /// baseline over TLS.
+    const H2: [Workload; 5] = [
+        Workload::Http2,
+        Workload::EchoH2,
+        Workload::BulkWss,
+        Workload::BulkH2,
+        Workload::HoldH2,
+    ];
+
+    /// Held-connection workloads (memory per tunnel), measured by `hold.rs`.
+    pub fn is_hold(self) -> bool {
+        matches!(self, Workload::Hold | Workload::HoldH2)
+    }
+
+    /// Bulk workloads: CPU is per MB.
+    pub fn is_bulk(self) -> bool {
+        matches!(self, Workload::Bulk | Workload::BulkWss | Workload::BulkH2)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,6 +74,11 @@ impl Workload {
             Workload::HandshakeWs => "handshake-ws",
             Workload::HandshakeWss => "handshake-wss",
             Workload::Hold => "hold",
+            Workload::Http2 => "http2",
+            Workload::EchoH2 => "echo-h2",
+            Workload::BulkWss => "bulk-wss",
+            Workload::BulkH2 => "bulk-h2",
+            Workload::HoldH2 => "hold-h2",
         }
     }
 
@@ -51,28 +91,33 @@ impl Workload {
             Workload::HandshakeWs => "WS handshakes ws://",
             Workload::HandshakeWss => "WS handshakes wss://",
             Workload::Hold => "9,500 held tunnels",
+            Workload::Http2 => "HTTP/2 GET 4 conns × 16 streams (h2load)",
+            Workload::EchoH2 => "WS echo over h2, 64 streams on 4 conns × 64 B",
+            Workload::BulkWss => "WS bulk wss:// (HTTP/1.1) 4 conns × 64 KiB",
+            Workload::BulkH2 => "WS bulk over h2, 4 streams × 64 KiB",
+            Workload::HoldH2 => "9,500 held WebSockets over h2 (100 per conn)",
         }
     }
 
     /// Unit of the throughput column.
     pub fn rate_unit(self) -> &'static str {
         match self {
-            Workload::Http => "req/s",
-            Workload::Echo => "msg/s",
-            Workload::Bulk => "MB/s",
+            Workload::Http | Workload::Http2 => "req/s",
+            Workload::Echo | Workload::EchoH2 => "msg/s",
+            Workload::Bulk | Workload::BulkWss | Workload::BulkH2 => "MB/s",
             Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
-            Workload::Hold => "",
+            Workload::Hold | Workload::HoldH2 => "",
         }
     }
 
     /// Unit of the CPU-per-operation column.
     pub fn cpu_unit(self) -> &'static str {
         match self {
-            Workload::Http => "µs/req",
-            Workload::Echo => "µs/msg",
-            Workload::Bulk => "ms/MB",
+            Workload::Http | Workload::Http2 => "µs/req",
+            Workload::Echo | Workload::EchoH2 => "µs/msg",
+            Workload::Bulk | Workload::BulkWss | Workload::BulkH2 => "ms/MB",
             Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
-            Workload::Hold => "",
+            Workload::Hold | Workload::HoldH2 => "",
         }
     }
 
@@ -85,10 +130,17 @@ impl Workload {
             "handshake-ws" => vec![Workload::HandshakeWs],
             "handshake-wss" => vec![Workload::HandshakeWss],
             "hold" => vec![Workload::Hold],
+            "h2" => Workload::H2.to_vec(),
+            "http2" => vec![Workload::Http2],
+            "echo-h2" => vec![Workload::EchoH2],
+            "bulk-wss" => vec![Workload::BulkWss],
+            "bulk-h2" => vec![Workload::BulkH2],
+            "hold-h2" => vec![Workload::HoldH2],
             other => {
                 return Err(format!(
                     "unknown workload {other:?} (http, echo, bulk, handshake, \
-                     handshake-ws, handshake-wss, hold)"
+                     handshake-ws, handshake-wss, hold; h2 = http2, echo-h2, bulk-wss, \
+                     bulk-h2, hold-h2)"
                 ));
             }
         })
@@ -136,9 +188,17 @@ impl TargetKind {
     /// Whether this target takes part in `workload`.
     pub fn serves(self, workload: Workload) -> bool {
         match self {
-            TargetKind::Direct => workload != Workload::HandshakeWss,
+            // The backend speaks plain ws:// and HTTP/1.1 only.
+            TargetKind::Direct => {
+                workload != Workload::HandshakeWss && !Workload::H2.contains(&workload)
+            }
             TargetKind::BareHyper => workload == Workload::Http,
-            _ => true,
+            // nginx has no WebSockets over HTTP/2 (RFC 8441).
+            TargetKind::Nginx => !matches!(
+                workload,
+                Workload::EchoH2 | Workload::BulkH2 | Workload::HoldH2
+            ),
+            TargetKind::Switchyard | TargetKind::Haproxy => true,
         }
     }
 

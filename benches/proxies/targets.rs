@@ -341,7 +341,7 @@ http {{
 
     server {{
         listen 127.0.0.1:{ws};
-        listen 127.0.0.1:{wss} ssl;
+        listen 127.0.0.1:{wss} ssl http2;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -393,7 +393,7 @@ defaults
 
 frontend fe
     bind 127.0.0.1:{ws}
-    bind 127.0.0.1:{wss} ssl crt {pem} alpn http/1.1
+    bind 127.0.0.1:{wss} ssl crt {pem} alpn h2,http/1.1
     http-request set-header X-Real-IP %[src]
     http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
     http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}

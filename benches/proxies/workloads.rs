@@ -9,7 +9,7 @@ use std::time::Duration;
 use switchyard::bench::Report;
 
 use super::backend;
-use super::process::Guard;
+use super::process::{self, Guard};
 use super::procfs;
 use super::settings::{TargetKind, Workload};
 use super::targets::{Memory, Target};
@@ -250,10 +250,63 @@ impl Runner {
                 self.fill(&mut sample, &r, r.ops_per_sec);
                 r.ops as f64
             }
-            Workload::Hold => return Err("hold is measured by hold::measure".into()),
+            Workload::Http2 => {
+                let url = https_url(target)?;
+                let h = self.h2load(&url)?;
+                sample.rate = Some(h.rate);
+                sample.errors = h.errors;
+                h.requests as f64
+            }
+            Workload::EchoH2 => {
+                let ca = self.ca.display().to_string();
+                let r = self.tool(
+                    "echo-h2",
+                    &args(&[
+                        "echo",
+                        &wss_url(target)?,
+                        "-c",
+                        "64",
+                        "-s",
+                        "64",
+                        "-d",
+                        &secs,
+                        "--http2",
+                        "--streams",
+                        "16",
+                        "--ca",
+                        &ca,
+                    ]),
+                )?;
+                self.fill(&mut sample, &r, r.ops_per_sec);
+                r.ops as f64
+            }
+            Workload::BulkWss | Workload::BulkH2 => {
+                let ca = self.ca.display().to_string();
+                let mut a = args(&[
+                    "bulk",
+                    &wss_url(target)?,
+                    "-c",
+                    "4",
+                    "-s",
+                    "64KiB",
+                    "-d",
+                    &secs,
+                    "--ca",
+                    &ca,
+                ]);
+                if workload == Workload::BulkH2 {
+                    a.extend(args(&["--http2", "--streams", "4"]));
+                }
+                let r = self.tool(workload.name(), &a)?;
+                self.fill(&mut sample, &r, r.sent_mb_per_sec);
+                r.bytes_sent as f64 / 1e6
+            }
+            Workload::Hold | Workload::HoldH2 => {
+                return Err("hold is measured by hold::measure".into());
+            }
         };
         // µs per operation; ms per MB for bulk.
-        let scale = if workload == Workload::Bulk { 1e3 } else { 1e6 };
+        let scale = if workload.is_bulk() { 1e3 } else { 1e6 };
         let per_op = |spent: Option<Duration>| {
             spent
                 .filter(|_| divisor > 0.0)
@@ -287,6 +340,38 @@ impl Runner {
         sample.notes.extend(r.error_samples.values().cloned());
     }
 
+    /// HTTP/2 GETs with h2load: 4 connections × 16 streams, 2 threads.
+    fn h2load(&self, url: &str) -> Result<H2loadResult, String> {
+        let h2load = process::find_program("h2load")
+            .ok_or("h2load is not installed (apt-get install -y nghttp2-client): no HTTP/2 row")?;
+        let (log, out) = self.files("h2load");
+        let mut command = Command::new(h2load);
+        command
+            .args([
+                "-t",
+                "2",
+                "-c",
+                "4",
+                "-m",
+                "16",
+                "--warm-up-time",
+                "1",
+                "-D",
+            ])
+            .arg(self.seconds.to_string())
+            .arg(url);
+        let mut guard = Guard::spawn("h2load", command, &log, Some(&out))?;
+        guard.wait(Duration::from_secs(self.seconds * 2 + 30))?;
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        parse_h2load(&text).ok_or_else(|| {
+            format!(
+                "unreadable h2load output in {}:\n{text}\n{}",
+                out.display(),
+                guard.log_tail()
+            )
+        })
+    }
+
     fn wrk(&self, wrk: &Path, url: &str) -> Result<WrkResult, String> {
         let (log, out) = self.files("wrk");
         let mut command = Command::new(wrk);
@@ -305,6 +390,18 @@ impl Runner {
             )
         })
     }
+}
+
+/// The target's wss:// URL.
+fn wss_url(target: &Target) -> Result<String, String> {
+    target
+        .wss_url()
+        .ok_or_else(|| format!("{} has no wss:// port", target.kind))
+}
+
+/// The target's TLS port as an https:// URL.
+fn https_url(target: &Target) -> Result<String, String> {
+    wss_url(target).map(|url| url.replacen("wss://", "https://", 1))
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -348,6 +445,46 @@ pub fn parse_wrk(text: &str) -> Option<WrkResult> {
     result.rate.is_finite().then_some(result)
 }
 
+/// What h2load printed.
+#[derive(Debug, PartialEq)]
+pub struct H2loadResult {
+    pub requests: u64,
+    pub rate: f64,
+    /// Failed, errored and timed-out requests, and answers other than 2xx.
+    pub errors: u64,
+}
+
+/// Parses h2load's summary.
+pub fn parse_h2load(text: &str) -> Option<H2loadResult> {
+    let mut result = H2loadResult {
+        requests: 0,
+        rate: f64::NAN,
+        errors: 0,
+    };
+    let count = |field: &str, word: &str| -> Option<u64> {
+        // "156172 succeeded," → 156172 for word "succeeded"
+        let at = field.find(&format!(" {word}"))?;
+        field[..at].rsplit(' ').next()?.trim().parse().ok()
+    };
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("finished in ") {
+            // finished in 5.00s, 31234.40 req/s, 2.04MB/s
+            let rate = rest.split(", ").nth(1)?.strip_suffix(" req/s")?;
+            result.rate = rate.parse().ok()?;
+        } else if let Some(rest) = line.strip_prefix("requests: ") {
+            result.requests = count(rest, "succeeded")?;
+            for word in ["failed", "errored", "timeout"] {
+                result.errors += count(rest, word)?;
+            }
+        } else if let Some(rest) = line.strip_prefix("status codes: ") {
+            for word in ["3xx", "4xx", "5xx"] {
+                result.errors += count(rest, word)?;
+            }
+        }
+    }
+    result.rate.is_finite().then_some(result)
+}
+
 /// `812.00us`, `1.23ms`, `2.01s`, `1.50m` → microseconds.
 fn parse_wrk_time(value: &str) -> Option<f64> {
     let split = value.find(|c: char| c.is_ascii_alphabetic())?;
@@ -378,7 +515,23 @@ pub fn self_check() -> Result<(), String> {
         errors: 10,
     };
     match parse_wrk(text) {
+        Some(r) if r == expected => {}
+        other => return Err(format!("parse_wrk: expected {expected:?}, got {other:?}")),
+    }
+    let text = "starting benchmark...\n\
+        finished in 5.00s, 31234.40 req/s, 2.04MB/s\n\
+        requests: 156172 total, 156236 started, 156172 done, 156170 succeeded, 2 failed, 0 errored, 1 timeout\n\
+        status codes: 156170 2xx, 0 3xx, 3 4xx, 0 5xx\n\
+        traffic: 10.22MB (10715836) total, 1.34MB (1405548) headers (space savings 94.33%)\n";
+    let expected = H2loadResult {
+        requests: 156170,
+        rate: 31234.4,
+        errors: 6,
+    };
+    match parse_h2load(text) {
         Some(r) if r == expected => Ok(()),
-        other => Err(format!("parse_wrk: expected {expected:?}, got {other:?}")),
+        other => Err(format!(
+            "parse_h2load: expected {expected:?}, got {other:?}"
+        )),
     }
 }

@@ -59,7 +59,7 @@ pub async fn run(port: u16, tls_port: u16) -> Result<(), DemoError> {
         match scheme {
             Scheme::Http => println!("    open  {url}    (WebSocket over ws://)"),
             Scheme::Https => println!(
-                "    open  {url}    (WebSocket over wss://; self-signed certificate: accept the browser's warning)"
+                "    open  {url}    (HTTP/2, WebSocket over wss:// on the same connection; self-signed certificate: accept the browser's warning)"
             ),
         }
     }
