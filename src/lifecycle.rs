@@ -166,6 +166,7 @@ impl Proxy {
             Some(current),
             &self.state.metrics,
             self.state.workers,
+            &self.state.certs,
         );
         report.generation = generation.number;
         self.state.install(generation);
@@ -401,10 +402,7 @@ impl ReloadReport {
             config
                 .listeners
                 .iter()
-                .map(|l| {
-                    let tls = l.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone()));
-                    (l.bind.to_string(), tls)
-                })
+                .map(|l| (l.bind.to_string(), l.tls.as_ref().map(|t| t.describe())))
                 .collect::<BTreeMap<_, _>>()
         };
         ReloadReport {

@@ -159,7 +159,6 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// `true` or `false`.
-    #[allow(dead_code)]
     pub fn boolean(&self, key: &str) -> Option<Spanned<bool>> {
         let (_, value) = self.lookup(key)?;
         match value.get_ref() {
@@ -219,7 +218,6 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// One table or a list of tables (`tls = { … }` or `tls = [{ … }, { … }]`).
-    #[allow(dead_code)]
     pub fn one_or_more_tables(&self, key: &str) -> Option<Spanned<Vec<Table<'a, 'i>>>> {
         let (_, value) = self.lookup(key)?;
         let tables = match value.get_ref() {

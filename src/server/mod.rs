@@ -185,7 +185,7 @@ async fn serve(
         return;
     };
     let scheme = listener.scheme();
-    let tls = listener.tls.as_ref().map(|tls| tls.server_config.clone());
+    let tls = generation.tls(key);
     let header_timeout = generation.config.server.client_header_timeout;
     drop(generation);
 
