@@ -92,6 +92,48 @@ impl Watch {
     }
 }
 
+/// The route file, watched while `[server] watch` (or `run --watch`) is
+/// on: [`RouteFileWatch::tick`] waits for the next poll, and
+/// [`RouteFileWatch::changed`] says whether to reload.
+#[derive(Debug)]
+pub struct RouteFileWatch {
+    watch: Watch,
+    /// `run --watch`: on whatever the file says.
+    always: bool,
+    tick: tokio::time::Interval,
+}
+
+impl RouteFileWatch {
+    pub fn new(path: &Path, always: bool) -> RouteFileWatch {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        RouteFileWatch {
+            watch: Watch::new(vec![path.to_path_buf()]),
+            always,
+            tick,
+        }
+    }
+
+    /// Wait for the next look at the file.
+    pub async fn tick(&mut self) {
+        self.tick.tick().await;
+    }
+
+    /// Whether the file changed and settled since the last reload, with
+    /// `enabled` what the configuration in force says of `watch`.
+    pub fn changed(&mut self, enabled: bool) -> bool {
+        if !(enabled || self.always) {
+            return false;
+        }
+        self.watch.poll()
+    }
+
+    /// The file was just read (a reload by signal): start from what it is.
+    pub fn reset(&mut self) {
+        self.watch = Watch::new(self.watch.paths.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

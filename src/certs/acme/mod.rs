@@ -177,7 +177,7 @@ pub(super) async fn manage(
                         domains = %names,
                         problem_type = problem.r#type.as_deref().unwrap_or(""),
                         problem_status = problem.status.unwrap_or(0),
-                        "ACME {during} for {names} failed: {problem}; {keeping}; \
+                        "ACME order for {names} failed: {during}: {problem}; {keeping}; \
                          trying again in {retry:?}"
                     ),
                     other => tracing::error!(

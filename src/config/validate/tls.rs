@@ -70,7 +70,8 @@ impl Checker<'_> {
         let files = table.has("cert") || table.has("key");
         match acme {
             Some(acme) if files => {
-                drop(acme);
+                // Read through, so its own mistakes are reported too.
+                let _ = self.acme(&acme, &mut Vec::new());
                 self.error(
                     table.span(),
                     "a tls entry has either `cert` and `key` or `acme`, not both \
