@@ -208,7 +208,21 @@ impl Store {
                         httpdate::fmt_http_date(material.not_after)
                     );
                 }
-                let slot = Slot::new(cached);
+                // Domains changed by a reload: until the new certificate is
+                // issued, the one in service for the entry it replaces
+                // (same directory and cache) goes on serving.
+                let stand_in = || {
+                    slots.iter().find_map(|(key, slot)| match key {
+                        SlotKey::Acme(other)
+                            if other.directory == settings.directory
+                                && other.cache == settings.cache =>
+                        {
+                            slot.upgrade()?.current()
+                        }
+                        _ => None,
+                    })
+                };
+                let slot = Slot::new(cached.or_else(stand_in));
                 tokio::spawn(acme::manage(
                     settings.clone(),
                     Arc::downgrade(&slot),

@@ -136,6 +136,30 @@ async fn a_listener_gets_its_certificate_at_start_and_a_restart_reuses_it() {
         ),
         None
     );
+
+    // A reload that adds a domain orders a new certificate; until it is
+    // issued the old one goes on serving, never nothing.
+    let path = dir.route_file(&text.replace(
+        "domains = [\"localhost\"]",
+        "domains = [\"localhost\", \"chat.localhost\"]",
+    ));
+    within(
+        proxy
+            .proxy
+            .reload_with(switchyard::config::Config::load(&path)),
+    )
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the certificate for both names",
+        || async {
+            let served = served_certificate(proxy.https(), "localhost").await;
+            assert!(served.is_some(), "a certificate is served throughout");
+            served.is_some_and(|c| names_of(&c) == ["localhost", "chat.localhost"])
+        },
+    )
+    .await;
     pebble.stop().await;
 }
 
@@ -282,6 +306,12 @@ async fn with_the_ca_down_at_start_the_cached_certificate_serves_and_the_failure
         served_certificate(https, "localhost").await,
         Some(cached.clone())
     );
+    let admin: SocketAddr = loop {
+        let line = next_line().await;
+        if let Some(rest) = line.split("admin listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
     let failure = loop {
         let line = next_line().await;
         if line.contains("ACME order for localhost failed") {
@@ -294,6 +324,13 @@ async fn with_the_ca_down_at_start_the_cached_certificate_serves_and_the_failure
         "{failure}"
     );
     assert_eq!(served_certificate(https, "localhost").await, Some(cached));
+    let scraped = scrape(admin).await;
+    let errors = metric(
+        &scraped,
+        "switchyard_acme_renewals_total",
+        &[("result", "error")],
+    );
+    assert!(errors >= Some(1.0), "{errors:?}");
     // SAFETY: signalling our own child by its pid.
     unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
     let status = within(child.wait()).await.unwrap();

@@ -127,7 +127,7 @@ pub(super) async fn manage(
         let Some(current) = slot.upgrade().map(|s| s.current()) else {
             return;
         };
-        if let Some(material) = &current {
+        if let Some(material) = current.as_ref().filter(|m| m.covers(&settings.domains)) {
             let due = settings.renew_at(material);
             if let Ok(wait) = due.duration_since(SystemTime::now()) {
                 tokio::select! {
@@ -137,6 +137,12 @@ pub(super) async fn manage(
             }
         }
         let renewal = current.is_some();
+        if current.is_none() {
+            tracing::info!(
+                "ordering an ACME certificate for {names} from {}",
+                settings.directory
+            );
+        }
         let started = Instant::now();
         let result = tokio::select! {
             () = stop.cancelled() => return,
