@@ -11,6 +11,9 @@
 //! connections and tunnels are never touched: a tunnel lives on with the
 //! settings it was opened with, even when its route is gone.
 //!
+//! **Watch** (`[server] watch`, `run --watch`): the route file is polled
+//! ([`crate::watch`]) and a settled change reloads it exactly as SIGHUP does.
+//!
 //! **Stop** makes `/readyz` answer 503, keeps accepting for `shutdown_delay`,
 //! then closes the listeners, lets in-flight requests and open tunnels run
 //! for up to `shutdown_timeout`, closes what is left and returns.

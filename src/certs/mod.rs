@@ -6,10 +6,10 @@
 //! certificate in service for it, swapped atomically when a newer one is
 //! ready; handshakes read the slot, open connections never see a swap.
 //! The [`Store`] hands out one slot per source for the whole process, so a
-//! reload that keeps a source keeps its slot, its watcher ([`files`]) or
+//! reload that keeps a source keeps its slot, its watcher (`files`) or
 //! its ACME manager ([`acme`]); a slot that no configuration uses any more
 //! is dropped with the last connection of its generation, and its task
-//! stops with it. [`resolver`] picks the slot for a handshake by SNI
+//! stops with it. `resolver` picks the slot for a handshake by SNI
 //! ([`sni`]); [`material`] is what a slot holds.
 
 pub mod acme;

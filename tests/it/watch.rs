@@ -143,3 +143,50 @@ async fn without_watch_a_change_waits_for_a_signal() {
         () = test => {}
     }
 }
+
+#[tokio::test]
+async fn run_watch_watches_a_file_that_does_not_ask_for_it() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (ws, web) = (WsBackend::start().await, HttpBackend::start("web").await);
+    let dir = TestDir::new();
+    let unwatched = |extra: &[&str]| routes(ws.addr, web.addr, extra).replace("watch = true\n", "");
+    let path = dir.route_file(&unwatched(&[]));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--watch", "-c"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = within(lines.next_line())
+            .await
+            .unwrap()
+            .expect("switchyard exited");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    assert_eq!(get(addr, "/one", &[]).await.status, StatusCode::NOT_FOUND);
+    rename_over(&path, &unwatched(&["/one"]));
+    eventually(Duration::from_secs(2), "/one served", || async {
+        get(addr, "/one", &[]).await.status == StatusCode::OK
+    })
+    .await;
+    let reloaded = loop {
+        let line = within(lines.next_line()).await.unwrap().unwrap();
+        if line.contains("configuration reloaded") {
+            break line;
+        }
+    };
+    assert!(
+        reloaded.contains("the route file changed on disk"),
+        "{reloaded}"
+    );
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(within(child.wait()).await.unwrap().success());
+}

@@ -2,7 +2,7 @@
 //!
 //! Each `tls = { acme = { … } }` entry gets a manager task for as long as a
 //! configuration uses it. At start it serves the certificate kept in the
-//! `cache` folder ([`cache`]), if one names every domain; it orders one when
+//! `cache` folder (`cache`), if one names every domain; it orders one when
 //! there is none, and renews `renew_before` the end of its validity (30
 //! days, or a third of the lifetime for certificates shorter than 90 days).
 //! Challenges are answered by the proxy's own listeners ([`challenge`]):
@@ -10,7 +10,7 @@
 //! order is logged with the ACME server's problem document, counted, and
 //! tried again after a backoff (10 s, doubling up to 1 h); the certificate
 //! in service stays in service whatever happens. The protocol itself is
-//! `instant-acme`'s; the HTTPS client under it is [`http`].
+//! `instant-acme`'s; the HTTPS client under it is `http`.
 
 mod cache;
 pub mod challenge;
