@@ -178,7 +178,8 @@ fn tls_settings(config: &Config, certs: &Store) -> Vec<(ListenerKey, Arc<rustls:
         .listener_keys()
         .filter_map(|(key, listener)| {
             let tls = listener.tls.as_ref()?;
-            match certs.listener(&key.to_string(), &tls.sources) {
+            let base = crate::tls::Settings::default();
+            match certs.listener(&key.to_string(), &tls.sources, base) {
                 Ok(settings) => Some((key, settings)),
                 Err(e) => {
                     tracing::error!("listener {key}: cannot build its TLS settings: {e}");

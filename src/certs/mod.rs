@@ -145,23 +145,24 @@ impl Store {
             .clear();
     }
 
-    /// The TLS settings for the listener `name` with `sources`. Must run
-    /// inside a Tokio runtime: new sources start their task on it.
+    /// The TLS settings for the listener `name` with `sources`, built on
+    /// what the listener's own keys say (`base`). Must run inside a Tokio
+    /// runtime: new sources start their task on it.
     pub fn listener(
         &self,
         name: &str,
         sources: &[Source],
+        base: crate::tls::Settings,
     ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
         let slots: Vec<Arc<Slot>> = sources.iter().map(|s| self.slot(s)).collect();
         self.in_service
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((name.to_string(), slots.iter().map(Arc::downgrade).collect()));
-        let settings = crate::tls::Settings {
-            acme_tls_alpn: sources.iter().any(
-                |s| matches!(s, Source::Acme(a) if a.challenge == acme::ChallengeKind::TlsAlpn01),
-            ),
-        };
+        let mut settings = base;
+        settings.acme_tls_alpn = sources
+            .iter()
+            .any(|s| matches!(s, Source::Acme(a) if a.challenge == acme::ChallengeKind::TlsAlpn01));
         let resolver = resolver::Resolver::new(slots, self.challenges.clone());
         crate::tls::server_config(Arc::new(resolver), settings)
     }
