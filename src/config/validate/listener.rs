@@ -22,13 +22,11 @@ impl Checker<'_> {
         for table in tables {
             let bind = table.string("bind", "an address such as \"0.0.0.0:8080\"");
             let tls = table.one_or_more_tables("tls");
-            if let Some(span) = table.key_span("acme") {
-                self.error(
-                    span,
-                    "acme belongs inside tls, which it makes a TLS listener: \
-                     tls = { acme = { domains = [\"…\"], cache = \"…\" } }",
-                );
-            }
+            table.misplaced(
+                "acme",
+                "acme belongs inside tls, which it makes a TLS listener: \
+                 tls = { acme = { domains = [\"…\"], cache = \"…\" } }",
+            );
             let Some(bind) = bind else {
                 if !table.has("bind") {
                     self.error(
