@@ -1,8 +1,9 @@
-//! `[[listener]]`: addresses that do not overlap, and their TLS material.
+//! `[[listener]]`: addresses that do not overlap, their TLS material
+//! (checked in [`super::tls`]) and whether they offer HTTP/2.
 
 use super::Checker;
+use crate::config::ListenerConfig;
 use crate::config::doc::Table;
-use crate::config::{ListenerConfig, TlsConfig};
 use std::net::SocketAddr;
 use std::ops::Range;
 use toml::Spanned;
@@ -18,10 +19,16 @@ impl Checker<'_> {
         }
         let mut bound: Vec<(SocketAddr, Range<usize>)> = Vec::new();
         let mut listeners = Vec::new();
+        let mut http01 = Vec::new();
         for table in tables {
             let bind = table.string("bind", "an address such as \"0.0.0.0:8080\"");
-            let tls = table.table("tls");
+            let tls = table.one_or_more_tables("tls");
             let http2 = table.boolean("http2");
+            table.misplaced(
+                "acme",
+                "acme belongs inside tls, which it makes a TLS listener: \
+                 tls = { acme = { domains = [\"…\"], cache = \"…\" } }",
+            );
             let Some(bind) = bind else {
                 if !table.has("bind") {
                     self.error(
@@ -60,15 +67,26 @@ impl Checker<'_> {
             }
             bound.push((addr, bind.span()));
             let wants_http2 = self.http2(http2.as_ref(), tls.is_some());
-            let tls = tls.as_ref().and_then(|tls| self.tls(tls)).map(|mut tls| {
-                tls.server_config = crate::tls::with_alpn(&tls.server_config, wants_http2);
-                tls
+            let tls = tls.as_ref().and_then(|tls| {
+                let checked = self.tls(tls);
+                http01.extend(checked.http01);
+                checked.config
             });
             listeners.push(ListenerConfig {
                 bind: addr,
                 http2: wants_http2 && tls.is_some(),
                 tls,
             });
+        }
+        let has_plain = tables.iter().any(|t| !t.has("tls"));
+        if !has_plain {
+            for span in http01 {
+                self.error(
+                    span,
+                    "the http-01 challenge is answered on a plain listener (port 80 for a \
+                     public CA), and this file has none: add one, or use \"tls-alpn-01\"",
+                );
+            }
         }
         if let Some((admin, span)) = admin
             && let Some((other, at)) = bound.iter().find(|(other, _)| overlaps(*other, *admin))
@@ -98,47 +116,6 @@ impl Checker<'_> {
             }
             Some(value) => *value.get_ref(),
             None => tls,
-        }
-    }
-
-    fn tls(&self, table: &Table) -> Option<TlsConfig> {
-        let cert = table.string("cert", "the path of a PEM certificate chain");
-        let key = table.string("key", "the path of a PEM private key");
-        let mut found = true;
-        for (value, what, name) in [(&cert, "certificate", "cert"), (&key, "key", "key")] {
-            match value {
-                Some(value) => {
-                    let path = self.path(value.get_ref());
-                    if !path.is_file() {
-                        self.error_at(value, format!("{what} file {} not found", path.display()));
-                        found = false;
-                    }
-                }
-                None => {
-                    if !table.has(name) {
-                        self.error(table.span(), format!("tls needs `{name} = \"FILE\"`"));
-                    }
-                    found = false;
-                }
-            }
-        }
-        let (Some(cert), Some(key)) = (cert, key) else {
-            return None;
-        };
-        if !found {
-            return None;
-        }
-        let (cert_path, key_path) = (self.path(cert.get_ref()), self.path(key.get_ref()));
-        match crate::tls::server_config(&cert_path, &key_path) {
-            Ok(server_config) => Some(TlsConfig {
-                cert: cert_path,
-                key: key_path,
-                server_config,
-            }),
-            Err(e) => {
-                self.error(table.span(), e.to_string());
-                None
-            }
         }
     }
 }
