@@ -106,7 +106,8 @@ async fn accept_loop(
     state: Arc<State>,
     stop: CancellationToken,
 ) {
-    let stats = ConnectionStats::new(&state, local);
+    // One handle per connection to clone, as the one gauge was before.
+    let stats = Arc::new(ConnectionStats::new(&state, local));
     loop {
         let accepted = tokio::select! {
             biased;
@@ -179,7 +180,6 @@ pub fn open_files_limit() -> Option<libc::rlimit> {
 }
 
 /// A listener's connection series.
-#[derive(Clone)]
 struct ConnectionStats {
     /// Connections open and speaking HTTP.
     open: Gauge,
@@ -204,7 +204,7 @@ async fn serve(
     peer: SocketAddr,
     key: ListenerKey,
     state: Arc<State>,
-    stats: ConnectionStats,
+    stats: Arc<ConnectionStats>,
 ) {
     let generation = state.current();
     let Some(listener) = generation.config.listener(key) else {

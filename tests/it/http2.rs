@@ -249,6 +249,11 @@ async fn errors_and_timeouts_over_h2_are_the_proxys_own_answers() {
     assert_eq!(got.text(), "console");
     let got = client.get("/static/%2e%2e/certs/server.key", &[]).await;
     assert_eq!(got.status, StatusCode::NOT_FOUND);
+    // A file server has no WebSocket.
+    let got = client
+        .send(client.websocket_request("/static/app.js", &[]))
+        .await;
+    assert_eq!(got.status, StatusCode::METHOD_NOT_ALLOWED);
     // The connection survived every error.
     let got = client.get("/ok", &[]).await;
     assert_eq!(got.status, StatusCode::OK);
