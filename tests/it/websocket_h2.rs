@@ -567,3 +567,33 @@ async fn a_reload_keeps_websocket_streams_and_drain_ends_them_at_shutdown_timeou
     });
     end.await;
 }
+
+#[tokio::test]
+async fn an_open_websocket_stream_keeps_its_connection_from_the_idle_goaway() {
+    let backend = WsBackend::start().await;
+    let web = HttpBackend::start("web").await;
+    let dir = TestDir::new();
+    let ca = TestCa::create(&dir);
+    let toml = route_file(backend.addr, Some(web.addr), "").replace(
+        "shutdown_timeout = \"1s\"",
+        "shutdown_timeout = \"1s\"\nclient_header_timeout = \"300ms\"",
+    );
+    let proxy = TestProxy::start(&dir, &toml).await;
+    let client = H2Client::connect(proxy.https(), &ca).await;
+    let (_, mut ws) = client.websocket("/ws/quiet", &[]).await.expect("200");
+    // Three idle timeouts with only the quiet WebSocket on the connection.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        echo(&mut ws, Message::text("still here")).await,
+        Message::text("still here")
+    );
+    // No GOAWAY came: the connection takes new streams.
+    let got = client.get("/page", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    // Once the WebSocket is gone, the connection is idle and is closed.
+    drop(ws);
+    within(client.connection)
+        .await
+        .expect("joined")
+        .expect("a clean close");
+}
