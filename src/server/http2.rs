@@ -29,6 +29,9 @@
 //!   whose upstream reads slowly cannot stall the others.
 //! - No stream open for `client_header_timeout`: GOAWAY, as an idle
 //!   HTTP/1.1 keep-alive connection is closed after that time.
+//!
+//! A connection that ends after a GOAWAY is closed with a lingering close
+//! ([`linger`]), so the GOAWAY reaches the client.
 
 use crate::body::{BodyError, ResponseBody};
 use crate::io::ClientStream;
@@ -43,10 +46,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -91,9 +97,10 @@ pub(super) async fn serve(io: ClientStream, peer: Peer, idle_timeout: Duration) 
             Ok::<_, Infallible>(response.map(|body| Counted { body, _open: open }))
         }
     });
+    let (lent, mut returned) = Lent::new(io);
     let connection =
-        builder(StreamTasks(state.tasks.clone())).serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
+        builder(StreamTasks(state.tasks.clone())).serve_connection(TokioIo::new(lent), service);
+    let mut connection = Box::pin(connection);
 
     let mut idle = Timeout::after(idle_timeout);
     // When a GOAWAY sent for idleness must have closed the connection.
@@ -106,7 +113,7 @@ pub(super) async fn serve(io: ClientStream, peer: Peer, idle_timeout: Duration) 
             connection.as_mut().graceful_shutdown();
         }
         if graceful && hard_stop.poll_stopped(cx) {
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ended::Cut);
         }
         // The idle clock before the connection, so a GOAWAY it decides on
         // is written by the poll right below.
@@ -115,7 +122,7 @@ pub(super) async fn serve(io: ClientStream, peer: Peer, idle_timeout: Duration) 
             if let Some(by) = closing_by {
                 if by <= now {
                     tracing::debug!("idle connection ignored its GOAWAY; closed");
-                    return Poll::Ready(Ok(()));
+                    return Poll::Ready(Ended::Cut);
                 }
                 idle.reset(by);
                 continue;
@@ -135,11 +142,137 @@ pub(super) async fn serve(io: ClientStream, peer: Peer, idle_timeout: Duration) 
                 None => idle.reset(now + idle_timeout),
             }
         }
-        connection.as_mut().poll(cx)
+        connection.as_mut().poll(cx).map(Ended::Done)
     })
     .await;
-    if let Err(e) = result {
-        report(&e, &state);
+    // Dropping hyper's connection hands the byte stream back.
+    drop(connection);
+    match result {
+        Ended::Done(Ok(())) => {
+            if let Ok(io) = returned.try_recv() {
+                linger(io, &mut hard_stop).await;
+            }
+        }
+        Ended::Done(Err(e)) => report(&e, &state),
+        Ended::Cut => {}
+    }
+}
+
+/// How the connection's poll loop ended.
+enum Ended {
+    /// hyper's connection finished: the client went away, or after a
+    /// GOAWAY every stream ended.
+    Done(Result<(), hyper::Error>),
+    /// The proxy closed it: the hard stop, or a GOAWAY left unanswered.
+    Cut,
+}
+
+/// How long a connection that said GOAWAY waits for the client to close.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Close a connection whose last frame was a GOAWAY the way the client
+/// expects: TLS `close_notify` and FIN, then read whatever the client still
+/// sends until it closes too (within [`LINGER`]). Closing a socket with
+/// unread bytes in it makes the kernel send a reset, which can destroy the
+/// GOAWAY in the client's receive buffer before the client read it, and
+/// the client would then take its requests in flight for failed (nginx's
+/// `lingering_close`, for the same reason).
+async fn linger(mut io: ClientStream, hard_stop: &mut StopSignal) {
+    let close = async {
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = io.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let close = tokio::time::timeout(LINGER, close);
+    tokio::pin!(close);
+    std::future::poll_fn(|cx| {
+        if hard_stop.poll_stopped(cx) {
+            return Poll::Ready(());
+        }
+        close.as_mut().poll(cx).map(|_| ())
+    })
+    .await;
+}
+
+/// The connection's byte stream, lent to hyper: when hyper drops it, it
+/// comes back through a channel, so the connection can be closed properly
+/// (see [`linger`]).
+struct Lent {
+    io: Option<ClientStream>,
+    back: Option<oneshot::Sender<ClientStream>>,
+}
+
+impl Lent {
+    fn new(io: ClientStream) -> (Lent, oneshot::Receiver<ClientStream>) {
+        let (back, returned) = oneshot::channel();
+        (
+            Lent {
+                io: Some(io),
+                back: Some(back),
+            },
+            returned,
+        )
+    }
+
+    fn io(&mut self) -> io::Result<Pin<&mut ClientStream>> {
+        match &mut self.io {
+            Some(io) => Ok(Pin::new(io)),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let (Some(io), Some(back)) = (self.io.take(), self.back.take()) {
+            let _ = back.send(io);
+        }
+    }
+}
+
+impl AsyncRead for Lent {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.io()?.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lent {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io()?.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.io()?.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(AsyncWrite::is_write_vectored)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io()?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io()?.poll_shutdown(cx)
     }
 }
 
