@@ -15,10 +15,11 @@
 //! tunnel's own, until it drains. Thousands of quiet chat connections
 //! therefore cost two sockets and one small task each.
 
-use crate::io::{ClientStream, End};
+use crate::io::{ClientStream, End, UpstreamStream};
 use crate::metrics::RouteStats;
 use crate::state::{Signal, StopSignal};
 use crate::timer::Timeout;
+use crate::upstream::TunnelLease;
 use bytes::{Buf, Bytes};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -31,7 +32,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::TcpStream;
 use tracing::Instrument;
 
 /// Bytes read per call, into the worker's scratch buffer.
@@ -60,6 +60,8 @@ pub struct Tunnel {
     /// The client's address, for the close event.
     pub peer: std::net::SocketAddr,
     pub hard_stop: Signal,
+    /// The tunnel's count on its upstream server, given back at its end.
+    pub lease: TunnelLease,
 }
 
 /// Who ended a tunnel.
@@ -93,7 +95,7 @@ pub struct Handover {
     /// The client's half, from `hyper::upgrade::on`.
     pub client: OnUpgrade,
     /// The upstream's raw connection.
-    pub upstream: TcpStream,
+    pub upstream: UpstreamStream,
     /// What the upstream sent right behind its `101`.
     pub early: Bytes,
 }
@@ -137,13 +139,14 @@ impl Handover {
 }
 
 impl Tunnel {
-    async fn relay<A, B>(self, mut splice: Splice<A, B>)
+    async fn relay<A, B>(mut self, mut splice: Splice<A, B>)
     where
         A: End,
         B: End,
     {
         let started = Instant::now();
         self.stats.tunnel_opened();
+        self.lease.opened();
         splice.stats = Some(self.stats.clone());
         // One timer for both the idle timeout and the keep-alive probes.
         let mut probes = Probes::From(started + PROBES_AFTER);
