@@ -1,10 +1,14 @@
 //! Integration tests: real proxies, real backends, real clients, over
 //! loopback sockets on port 0.
 
+mod balance;
 mod chat;
 mod common;
+mod fleet;
 mod forwarding;
+mod health;
 mod metrics;
+mod queue;
 mod reload;
 mod static_files;
 mod tls;
