@@ -10,6 +10,8 @@ mod health;
 mod metrics;
 mod queue;
 mod reload;
+mod resolve;
 mod static_files;
 mod tls;
+mod upstream_tls;
 mod websocket;
