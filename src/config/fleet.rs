@@ -96,3 +96,61 @@ pub mod defaults {
     pub const HEALTH_FALL: u32 = 3;
     pub const HEALTH_RISE: u32 = 2;
 }
+
+impl super::UpstreamConfig {
+    /// One line for `switchyard validate`: servers, balance, and the fleet
+    /// keys that are set.
+    pub fn describe(&self) -> String {
+        let servers: Vec<String> = self.servers.iter().map(ToString::to_string).collect();
+        let mut line = format!(
+            "upstream {}: {} over {} ({})",
+            self.name,
+            self.balance,
+            count(self.servers.len(), "server"),
+            servers.join(", ")
+        );
+        if let Some(health) = &self.health {
+            line.push_str(&format!(
+                "; health GET {} every {:?} (down after {} failed, up after {} passed)",
+                health.path, health.interval, health.fall, health.rise
+            ));
+        }
+        if self.max_handshakes > 0 {
+            line.push_str(&format!(
+                "; at most {} handshakes per server, queued up to {:?}",
+                self.max_handshakes, self.queue_timeout
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            let roots = tls
+                .ca
+                .as_ref()
+                .map_or_else(|| "the system's CAs".to_string(), |ca| ca.display().to_string());
+            line.push_str(&format!("; TLS verified against {roots}"));
+            if let Some(name) = &tls.server_name {
+                line.push_str(&format!(" for {name}"));
+            }
+        }
+        if self.servers.iter().any(|s| s.literal().is_none()) {
+            line.push_str(&format!(
+                "; host names resolved every {:?}",
+                self.resolve_interval
+            ));
+        }
+        if self.rebalance_rate > 0 {
+            line.push_str(&format!(
+                "; rebalancing {} tunnels/s",
+                self.rebalance_rate
+            ));
+        }
+        line
+    }
+}
+
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

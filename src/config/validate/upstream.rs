@@ -178,6 +178,12 @@ impl Checker<'_> {
                 }
             }
             other => {
+                if let Some(key) = &hash_key {
+                    self.error_at(
+                        key,
+                        format!("hash_key applies only to balance = \"hash\", not {other:?}"),
+                    );
+                }
                 self.error_at(
                     &balance,
                     format!(
