@@ -122,10 +122,10 @@ impl super::UpstreamConfig {
             ));
         }
         if let Some(tls) = &self.tls {
-            let roots = tls
-                .ca
-                .as_ref()
-                .map_or_else(|| "the system's CAs".to_string(), |ca| ca.display().to_string());
+            let roots = tls.ca.as_ref().map_or_else(
+                || "the system's CAs".to_string(),
+                |ca| ca.display().to_string(),
+            );
             line.push_str(&format!("; TLS verified against {roots}"));
             if let Some(name) = &tls.server_name {
                 line.push_str(&format!(" for {name}"));
@@ -138,10 +138,7 @@ impl super::UpstreamConfig {
             ));
         }
         if self.rebalance_rate > 0 {
-            line.push_str(&format!(
-                "; rebalancing {} tunnels/s",
-                self.rebalance_rate
-            ));
+            line.push_str(&format!("; rebalancing {} tunnels/s", self.rebalance_rate));
         }
         line
     }

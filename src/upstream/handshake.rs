@@ -107,7 +107,9 @@ pub async fn exchange(
                     });
                 }
                 Some(Parsed::Other) => {
-                    return replay(stream, buf.freeze(), request).await;
+                    // Boxed: hyper's client is large, and every handshake's
+                    // future would carry it otherwise.
+                    return Box::pin(replay(stream, buf.freeze(), request)).await;
                 }
             }
         }
