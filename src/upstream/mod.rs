@@ -7,7 +7,8 @@
 //! - [`health`]: passive backoff and active checks; [`queue`]: the
 //!   handshake queue; [`resolve`]: host names to servers; [`tls`]: TLS to
 //!   the servers; [`pool`]: keep-alive connections; [`handshake`]: the
-//!   upstream leg of a WebSocket upgrade.
+//!   upstream leg of a WebSocket upgrade; [`rebalance`]: moving tunnels off
+//!   the busiest servers.
 //!
 //! A plain request goes to a server picked by the upstream's `balance` among
 //! those that take work (up by their checks, not skipped after a refused
@@ -30,11 +31,12 @@ pub mod handshake;
 pub mod health;
 pub mod pool;
 pub mod queue;
+pub mod rebalance;
 pub mod resolve;
 pub mod server;
 pub mod tls;
 
-pub use server::{Fleet, Server, TunnelLease};
+pub use server::{Fleet, Goodbye, Server, TunnelLease};
 
 use crate::body::{Progress, RequestBody};
 use crate::config::{Balance, HashKey, ServerAddr, UpstreamConfig};
@@ -187,13 +189,19 @@ impl Upstream {
         if let Some(Err(error)) = &upstream.tls {
             tracing::error!(upstream = %upstream.config.name, "{error}");
         }
-        if upstream.has_names()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(resolve_loop(
-                Arc::downgrade(&upstream),
-                upstream.config.resolve_interval,
-            ));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            if upstream.has_names() {
+                runtime.spawn(resolve_loop(
+                    Arc::downgrade(&upstream),
+                    upstream.config.resolve_interval,
+                ));
+            }
+            if upstream.config.rebalance_rate > 0 {
+                runtime.spawn(rebalance::run(
+                    Arc::downgrade(&upstream),
+                    upstream.config.rebalance_rate,
+                ));
+            }
         }
         upstream
     }
@@ -342,7 +350,7 @@ impl Upstream {
             let Some(server) = self.choose(Work::Tunnel, key, &tried) else {
                 return Err(last_error.unwrap_or_else(|| self.none_up()));
             };
-            let lease = server.lease();
+            let lease = server.lease(self.config.rebalance_rate > 0);
             let waited = Instant::now();
             let Ok(turn) = server.queue.turn(self.config.queue_timeout).await else {
                 self.stats.queue_timeouts.inc();

@@ -21,10 +21,13 @@ use crate::config::{HealthCheck, UpstreamConfig, UpstreamTls};
 use crate::io::UpstreamStream;
 use crate::metrics::{Metrics, ServerStats};
 use arc_swap::{ArcSwap, ArcSwapOption};
+use futures_util::task::AtomicWaker;
+use slab::Slab;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Context;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
@@ -109,6 +112,10 @@ pub struct Server {
     link: ArcSwap<Link>,
     health: ArcSwapOption<HealthCheck>,
     checking: AtomicBool,
+    /// Open tunnels that rebalancing may ask to leave.
+    movable: Mutex<Slab<Arc<Goodbye>>>,
+    /// Of those, the ones asked to leave and not gone yet.
+    leaving: AtomicUsize,
     stats: ServerStats,
     metrics: Arc<Metrics>,
     registry: Weak<Registry>,
@@ -136,6 +143,8 @@ impl Server {
             queue,
             health: ArcSwapOption::empty(),
             checking: AtomicBool::new(false),
+            movable: Mutex::new(Slab::new()),
+            leaving: AtomicUsize::new(0),
             stats,
             metrics: fleet.metrics.clone(),
             registry: Arc::downgrade(&fleet.registry),
@@ -199,12 +208,34 @@ impl Server {
         self.link.load_full()
     }
 
-    /// Count a tunnel on its way to this server.
-    pub fn lease(self: &Arc<Self>) -> TunnelLease {
+    /// Count a tunnel on its way to this server; a `movable` one may be
+    /// asked to leave by rebalancing once it is open.
+    pub fn lease(self: &Arc<Self>, movable: bool) -> TunnelLease {
         self.load.fetch_add(1, Ordering::Relaxed);
         TunnelLease {
             server: self.clone(),
             open: false,
+            movable,
+            goodbye: None,
+        }
+    }
+
+    /// Open tunnels not yet asked to leave.
+    pub fn staying(&self) -> usize {
+        self.load()
+            .saturating_sub(self.leaving.load(Ordering::Relaxed))
+    }
+
+    /// Ask one movable tunnel to say goodbye; false when there is none.
+    pub fn move_one(&self) -> bool {
+        let movable = self.movable.lock().unwrap_or_else(|p| p.into_inner());
+        match movable.iter().find(|(_, g)| !g.is_fired()) {
+            Some((_, goodbye)) => {
+                goodbye.fire();
+                self.leaving.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
         }
     }
 
@@ -371,6 +402,9 @@ async fn check_loop(server: Weak<Server>) {
 pub struct TunnelLease {
     server: Arc<Server>,
     open: bool,
+    movable: bool,
+    /// Its place among the server's movable tunnels, once open.
+    goodbye: Option<(usize, Arc<Goodbye>)>,
 }
 
 impl TunnelLease {
@@ -378,20 +412,70 @@ impl TunnelLease {
         &self.server
     }
 
-    /// The tunnel is open: count it in the server's `tunnels_open`.
-    pub fn opened(&mut self) {
+    /// The tunnel is open: count it in the server's `tunnels_open`, and
+    /// return the goodbye rebalancing may fire, if it may move this one.
+    pub fn opened(&mut self) -> Option<Arc<Goodbye>> {
         if !self.open {
             self.open = true;
             self.server.stats.tunnels_open.inc();
+            if self.movable {
+                let goodbye = Arc::new(Goodbye::default());
+                let key = self
+                    .server
+                    .movable
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(goodbye.clone());
+                self.goodbye = Some((key, goodbye));
+            }
         }
+        self.goodbye.as_ref().map(|(_, g)| g.clone())
     }
 }
 
 impl Drop for TunnelLease {
     fn drop(&mut self) {
+        if let Some((key, goodbye)) = self.goodbye.take() {
+            self.server
+                .movable
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .try_remove(key);
+            if goodbye.is_fired() {
+                self.server.leaving.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         self.server.load.fetch_sub(1, Ordering::Relaxed);
         if self.open {
             self.server.stats.tunnels_open.dec();
         }
+    }
+}
+
+/// A tunnel's cue to leave: fired by rebalancing, seen by the tunnel,
+/// which then sends Close 1001 both ways between the peers' frames.
+#[derive(Default)]
+pub struct Goodbye {
+    fired: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Goodbye {
+    pub fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub fn is_fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+
+    /// Whether it was fired; the task is woken when it is.
+    pub fn poll_fired(&self, cx: &mut Context<'_>) -> bool {
+        if self.is_fired() {
+            return true;
+        }
+        self.waker.register(cx.waker());
+        self.is_fired()
     }
 }

@@ -9,6 +9,7 @@ mod forwarding;
 mod health;
 mod metrics;
 mod queue;
+mod rebalance;
 mod reload;
 mod resolve;
 mod static_files;
