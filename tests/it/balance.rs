@@ -56,7 +56,7 @@ async fn least_tunnels_spreads_steers_and_keeps_counts_across_a_reload() {
             kept.push((ws, name));
         }
     }
-    eventually("a's closed tunnels are counted off", async || {
+    until("a's closed tunnels are counted off", async || {
         server_metric(admin, "switchyard_upstream_tunnels_open", &a).await == Some(4.0)
     })
     .await;
@@ -119,7 +119,7 @@ async fn round_robin_spreads_requests_and_tunnels_alike() {
             kept.push(ws);
         }
     }
-    eventually("a's tunnels are closed", async || a.open() == 0).await;
+    until("a's tunnels are closed", async || a.open() == 0).await;
     let mut names = Vec::new();
     for _ in 0..3 {
         let (ws, name) = tunnel(proxy.http(), &[]).await;

@@ -68,13 +68,18 @@ impl ChatBackend {
 
     /// A backend speaking TLS with the certificate in `dir/certs`.
     pub async fn start_tls(name: &'static str, dir: &TestDir) -> ChatBackend {
-        let config = switchyard::tls::server_config(
+        let (chain, key, _) = switchyard::tls::read_pem_pair(
             &dir.path().join("certs/server.crt"),
             &dir.path().join("certs/server.key"),
         )
         .expect("backend certificate");
+        let mut config = rustls::ServerConfig::builder_with_provider(switchyard::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("backend certificate");
         // Offer h2 as well: the proxy must pick http/1.1 itself.
-        let mut config = (*config).clone();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self::serve(name, "127.0.0.1:0".parse().unwrap(), Some(Arc::new(config))).await
     }
@@ -252,7 +257,7 @@ impl Client {
 }
 
 /// Poll `check` every 20 ms until it holds, for at most [`STEP`].
-pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let started = std::time::Instant::now();
     while !check().await {
         assert!(started.elapsed() < STEP, "never happened: {what}");

@@ -30,7 +30,7 @@ async fn a_failing_server_is_taken_out_after_fall_checks_and_back_after_rise() {
 
     let checks_before = a.health_checks();
     a.set_health(500);
-    eventually("a is marked down", async || {
+    until("a is marked down", async || {
         server_metric(admin, "switchyard_upstream_server_up", &a).await == Some(0.0)
     })
     .await;
@@ -50,7 +50,7 @@ async fn a_failing_server_is_taken_out_after_fall_checks_and_back_after_rise() {
 
     let checks_before = a.health_checks();
     a.set_health(200);
-    eventually("a is back up", async || {
+    until("a is back up", async || {
         server_metric(admin, "switchyard_upstream_server_up", &a).await == Some(1.0)
     })
     .await;
@@ -73,7 +73,7 @@ async fn with_every_server_down_the_answer_is_502_at_once() {
     a.set_health(503);
     b.set_health(503);
     for backend in [&a, &b] {
-        eventually("the server is marked down", async || {
+        until("the server is marked down", async || {
             server_metric(admin, "switchyard_upstream_server_up", backend).await == Some(0.0)
         })
         .await;

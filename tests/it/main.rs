@@ -1,13 +1,16 @@
 //! Integration tests: real proxies, real backends, real clients, over
 //! loopback sockets on port 0.
 
+mod acme;
 mod balance;
+mod certs;
 mod chat;
 mod common;
 mod fleet;
 mod forwarding;
 mod health;
 mod metrics;
+mod pebble;
 mod queue;
 mod rebalance;
 mod reload;
@@ -15,4 +18,5 @@ mod resolve;
 mod static_files;
 mod tls;
 mod upstream_tls;
+mod watch;
 mod websocket;

@@ -25,7 +25,7 @@ async fn a_storm_reaches_the_backend_at_most_max_handshakes_at_a_time() {
         .map(|_| tokio::spawn(async move { tunnel(addr, &[]).await }))
         .collect();
     // While they wait, the queue shows them.
-    eventually("the queue fills", async || {
+    until("the queue fills", async || {
         let scrape = scrape(admin).await;
         metric(
             &scrape,
@@ -71,7 +71,7 @@ async fn a_handshake_waiting_past_queue_timeout_gets_503_with_retry_after() {
     let proxy = TestProxy::start(&dir, &file).await;
     let addr = proxy.http();
     let first = tokio::spawn(async move { tunnel(addr, &[]).await });
-    eventually("the first handshake reaches the backend", async || {
+    until("the first handshake reaches the backend", async || {
         backend.knobs.handshaking.load(Ordering::SeqCst) == 1
     })
     .await;

@@ -42,7 +42,7 @@ async fn a_server_added_by_reload_gets_its_share_of_the_tunnels() {
     let clients: Vec<_> = (0..40)
         .map(|_| tokio::spawn(client(addr, closes.clone())))
         .collect();
-    eventually("40 tunnels are open", async || a.open() + b.open() == 40).await;
+    until("40 tunnels are open", async || a.open() + b.open() == 40).await;
     assert_eq!((a.open(), b.open()), (20, 20));
     // Even: nothing moves.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -51,11 +51,11 @@ async fn a_server_added_by_reload_gets_its_share_of_the_tunnels() {
     let c = ChatBackend::start("c").await;
     reload(&proxy.proxy, &dir, &file(&[&a, &b, &c])).await;
     let started = Instant::now();
-    eventually("c holds ten tunnels", async || c.open() >= 10).await;
+    until("c holds ten tunnels", async || c.open() >= 10).await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "rebalancing took {took:?}");
     // It stops once even: a and b keep no more than 1.1 × the mean.
-    eventually("rebalancing settles", async || {
+    until("rebalancing settles", async || {
         a.open() + b.open() + c.open() == 40 && a.open() <= 14 && b.open() <= 14
     })
     .await;

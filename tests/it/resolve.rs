@@ -58,7 +58,7 @@ async fn every_address_of_a_name_is_a_server_and_answers_are_followed() {
 
     // a leaves the answer: no new work for it, its tunnel stays.
     resolver.set("chat.test", &["127.0.0.2"]);
-    eventually("a gets no more requests", async || {
+    until("a gets no more requests", async || {
         let before = a.requests();
         for _ in 0..4 {
             client.get("/", &[]).await;
@@ -81,7 +81,7 @@ async fn every_address_of_a_name_is_a_server_and_answers_are_followed() {
     // Lookups fail: the last answer stays in force.
     resolver.fail("chat.test");
     let lookups = resolver.lookups.load(Ordering::SeqCst);
-    eventually("the name is looked up again", async || {
+    until("the name is looked up again", async || {
         resolver.lookups.load(Ordering::SeqCst) >= lookups + 2
     })
     .await;
@@ -92,7 +92,7 @@ async fn every_address_of_a_name_is_a_server_and_answers_are_followed() {
 
     // a comes back.
     resolver.set("chat.test", &["127.0.0.1", "127.0.0.2"]);
-    eventually("a gets requests again", async || {
+    until("a gets requests again", async || {
         let before = a.requests();
         client.get("/", &[]).await;
         client.get("/", &[]).await;
@@ -114,7 +114,7 @@ async fn a_name_that_does_not_resolve_at_start_is_502_until_it_does() {
     let mut client = Client::connect(proxy.http()).await;
     assert_eq!(client.get("/", &[]).await.0, StatusCode::BAD_GATEWAY);
     resolver.set("chat.test", &["127.0.0.1"]);
-    eventually("the name resolves", async || {
+    until("the name resolves", async || {
         client.get("/", &[]).await.0 == StatusCode::OK
     })
     .await;
