@@ -19,6 +19,12 @@ pub enum Workload {
     HandshakeWss,
     /// 9,500 idle tunnels held: memory per tunnel, echo p99 at 1,000 and 9,500.
     Hold,
+    /// A reconnect storm: 5,000 clients at once against a backend that
+    /// accepts 1,000 handshakes/s, no handshake queue in the proxy.
+    Storm,
+    /// The same storm with the proxy's handshake queue (Switchyard's
+    /// `max_handshakes`, HAProxy's server `maxconn` + queue).
+    StormQueued,
     /// Small HTTP/2 GETs over TLS: h2load, 4 connections × 16 streams.
     Http2,
     /// WebSocket echo over HTTP/2 (RFC 8441): 64 streams on 4 connections.
@@ -32,13 +38,15 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 11] = [
+    pub const ALL: [Workload; 13] = [
         Workload::Http,
         Workload::Echo,
         Workload::Bulk,
         Workload::HandshakeWs,
         Workload::HandshakeWss,
         Workload::Hold,
+        Workload::Storm,
+        Workload::StormQueued,
         Workload::Http2,
         Workload::EchoH2,
         Workload::BulkWss,
@@ -74,6 +82,8 @@ impl Workload {
             Workload::HandshakeWs => "handshake-ws",
             Workload::HandshakeWss => "handshake-wss",
             Workload::Hold => "hold",
+            Workload::Storm => "storm",
+            Workload::StormQueued => "storm-queued",
             Workload::Http2 => "http2",
             Workload::EchoH2 => "echo-h2",
             Workload::BulkWss => "bulk-wss",
@@ -91,6 +101,8 @@ impl Workload {
             Workload::HandshakeWs => "WS handshakes ws://",
             Workload::HandshakeWss => "WS handshakes wss://",
             Workload::Hold => "9,500 held tunnels",
+            Workload::Storm => "Storm: 5,000 at once, backend 1,000 hs/s",
+            Workload::StormQueued => "Storm, with the proxy's handshake queue",
             Workload::Http2 => "HTTP/2 GET 4 conns × 16 streams (h2load)",
             Workload::EchoH2 => "WS echo over h2, 64 streams on 4 conns × 64 B",
             Workload::BulkWss => "WS bulk wss:// (HTTP/1.1) 4 conns × 64 KiB",
@@ -106,6 +118,7 @@ impl Workload {
             Workload::Echo | Workload::EchoH2 => "msg/s",
             Workload::Bulk | Workload::BulkWss | Workload::BulkH2 => "MB/s",
             Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
+            Workload::Storm | Workload::StormQueued => "conn/s",
             Workload::Hold | Workload::HoldH2 => "",
         }
     }
@@ -117,6 +130,7 @@ impl Workload {
             Workload::Echo | Workload::EchoH2 => "µs/msg",
             Workload::Bulk | Workload::BulkWss | Workload::BulkH2 => "ms/MB",
             Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
+            Workload::Storm | Workload::StormQueued => "µs/conn",
             Workload::Hold | Workload::HoldH2 => "",
         }
     }
@@ -130,6 +144,8 @@ impl Workload {
             "handshake-ws" => vec![Workload::HandshakeWs],
             "handshake-wss" => vec![Workload::HandshakeWss],
             "hold" => vec![Workload::Hold],
+            "storm" => vec![Workload::Storm, Workload::StormQueued],
+            "storm-queued" => vec![Workload::StormQueued],
             "h2" => Workload::H2.to_vec(),
             "http2" => vec![Workload::Http2],
             "echo-h2" => vec![Workload::EchoH2],
@@ -139,8 +155,8 @@ impl Workload {
             other => {
                 return Err(format!(
                     "unknown workload {other:?} (http, echo, bulk, handshake, \
-                     handshake-ws, handshake-wss, hold; h2 = http2, echo-h2, bulk-wss, \
-                     bulk-h2, hold-h2)"
+                     handshake-ws, handshake-wss, hold, storm, storm-queued; h2 = http2, \
+                     echo-h2, bulk-wss, bulk-h2, hold-h2)"
                 ));
             }
         })
@@ -188,16 +204,18 @@ impl TargetKind {
     /// Whether this target takes part in `workload`.
     pub fn serves(self, workload: Workload) -> bool {
         match self {
-            // The backend speaks plain ws:// and HTTP/1.1 only.
-            TargetKind::Direct => {
-                workload != Workload::HandshakeWss && !Workload::H2.contains(&workload)
-            }
             TargetKind::BareHyper => workload == Workload::Http,
-            // nginx has no WebSockets over HTTP/2 (RFC 8441).
+            // nginx has no queue of its own to turn on, and no WebSockets
+            // over HTTP/2 (RFC 8441).
             TargetKind::Nginx => !matches!(
                 workload,
-                Workload::EchoH2 | Workload::BulkH2 | Workload::HoldH2
+                Workload::StormQueued | Workload::EchoH2 | Workload::BulkH2 | Workload::HoldH2
             ),
+            // The backend speaks plain ws:// and HTTP/1.1 only.
+            TargetKind::Direct => {
+                !matches!(workload, Workload::HandshakeWss | Workload::StormQueued)
+                    && !Workload::H2.contains(&workload)
+            }
             TargetKind::Switchyard | TargetKind::Haproxy => true,
         }
     }

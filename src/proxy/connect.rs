@@ -80,13 +80,13 @@ pub async fn relay(
         parts.headers.insert(header::SEC_WEBSOCKET_KEY, key);
     }
     let request = outgoing(parts, &peer.client, host, true, RequestBody::Empty);
-    let (response, stream, early, server) = match upstream.send_upgrade(request).await? {
+    let (mut head, stream, early, lease) = match upstream.send_upgrade(request).await? {
         UpgradeAnswer::Switched {
-            response,
+            head,
             stream,
             early,
-            server,
-        } => (response, stream, early, server.name.clone()),
+            lease,
+        } => (head, stream, early, lease),
         UpgradeAnswer::Refused(answer) => {
             stats.refused(Refusal::Not101);
             let server = answer.server.name.clone();
@@ -102,11 +102,12 @@ pub async fn relay(
             let (mut parts, body) = answer.response.into_parts();
             headers::to_client(&mut parts.headers, false);
             return Ok((
-                Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
+                Response::from_parts(parts, ResponseBody::upstream(body, answer.reuse)),
                 Some(server),
             ));
         }
     };
+    let server = lease.server().name.clone();
     let bad_upgrade = |reason| {
         stats.refused(Refusal::BadAccept);
         Err(ProxyError::BadUpgrade {
@@ -115,10 +116,10 @@ pub async fn relay(
             reason,
         })
     };
-    if !headers::has_token(response.headers(), &header::UPGRADE, WEBSOCKET) {
+    if !headers::has_token(&head.headers, &header::UPGRADE, WEBSOCKET) {
         return bad_upgrade("its 101 does not say `Upgrade: websocket`");
     }
-    let accept = response.headers().get(header::SEC_WEBSOCKET_ACCEPT);
+    let accept = head.headers.get(header::SEC_WEBSOCKET_ACCEPT);
     if accept.map(HeaderValue::as_bytes) != Some(expected_accept.as_bytes()) {
         return bad_upgrade("its Sec-WebSocket-Accept does not match the proxy's key");
     }
@@ -130,6 +131,7 @@ pub async fn relay(
         peer: peer.addr,
         http: Version::HTTP_2,
         hard_stop: state.hard_stop.clone(),
+        lease,
     };
     peer.become_tunnel(Handover {
         tunnel,
@@ -137,8 +139,7 @@ pub async fn relay(
         upstream: stream,
         early,
     });
-    let (mut parts, _empty_body) = response.into_parts();
-    Ok((accepted(&mut parts), Some(server)))
+    Ok((accepted(&mut head), Some(server)))
 }
 
 /// The `200` that opens the stream, from the upstream's `101`: its headers

@@ -41,6 +41,9 @@ pub struct Peer {
     tunnels: Tunnels,
 }
 
+// The HTTP/1.1 slot is inline, as it was before HTTP/2: boxing it would
+// cost an allocation per upgrade, and a `Peer` is made once per connection.
+#[allow(clippy::large_enum_variant)]
 enum Tunnels {
     /// HTTP/1.1: the tunnel this connection becomes once its `101` is
     /// written: the connection's own task runs it when hyper lets go of the
@@ -237,7 +240,7 @@ async fn forward(
     let (mut parts, body) = answer.response.into_parts();
     headers::to_client(&mut parts.headers, false);
     Ok((
-        Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
+        Response::from_parts(parts, ResponseBody::upstream(body, answer.reuse)),
         Some(server),
     ))
 }
@@ -274,6 +277,9 @@ fn error_response(error: &ProxyError, version: Version) -> Response<ResponseBody
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let Some(seconds) = error.retry_after() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     if version < Version::HTTP_2
         && matches!(
             error,
