@@ -597,3 +597,55 @@ async fn an_open_websocket_stream_keeps_its_connection_from_the_idle_goaway() {
         .expect("joined")
         .expect("a clean close");
 }
+
+#[tokio::test]
+async fn rebalancing_says_goodbye_on_http2_streams_too() {
+    use crate::fleet::{ChatBackend, fleet_file, reload, servers, until};
+    let (a, b) = (ChatBackend::start("a").await, ChatBackend::start("b").await);
+    let dir = TestDir::new();
+    let ca = TestCa::create(&dir);
+    let file = |list: &[&ChatBackend]| {
+        fleet_file(&format!("{}\nrebalance_rate = 50", servers(list))).replace(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n",
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n\
+             tls = { cert = \"certs/server.crt\", key = \"certs/server.key\" }\n",
+        )
+    };
+    let proxy = TestProxy::start(&dir, &file(&[&a])).await;
+    let client = H2Client::connect(proxy.https(), &ca).await;
+    // Ten WebSockets on one HTTP/2 connection, all on a.
+    let closes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut readers = Vec::new();
+    for _ in 0..10 {
+        let (_, mut ws) = client.websocket("/ws/chat", &[]).await.expect("200");
+        assert_eq!(next_data(&mut ws).await, Message::text("a"));
+        let closes = closes.clone();
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(message)) = ws.next().await {
+                if let Message::Close(frame) = message {
+                    closes
+                        .lock()
+                        .unwrap()
+                        .push(frame.map_or(1005, |f| u16::from(f.code)));
+                }
+            }
+        }));
+    }
+    assert_eq!(a.open(), 10);
+    // b joins: a holds twice the mean, and some of its streams are asked to
+    // go away with Close 1001, as HTTP/1.1 tunnels are.
+    reload(&proxy.proxy, &dir, &file(&[&a, &b])).await;
+    until("a few streams were moved", async || {
+        !closes.lock().unwrap().is_empty() && a.open() <= 6
+    })
+    .await;
+    let moved = closes.lock().unwrap().clone();
+    assert!(moved.iter().all(|&code| code == 1001), "{moved:?}");
+    // The connection itself stays: the others' streams and new requests.
+    assert!(a.open() >= 4, "{} left", a.open());
+    let got = client.get("/page", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    for reader in readers {
+        reader.abort();
+    }
+}
