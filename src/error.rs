@@ -113,6 +113,15 @@ impl ProxyError {
             BadRequest(why) => match *why {
                 MISSING_HOST => "400 bad request: missing Host header\n",
                 BAD_WEBSOCKET_KEY => "400 bad request: bad Sec-WebSocket-Key\n",
+                TWO_HOSTS => "400 bad request: two Host headers\n",
+                BAD_HOST => "400 bad request: Host is not host[:port]\n",
+                HOST_DISAGREES => "400 bad request: Host disagrees with the request target\n",
+                BAD_TARGET => {
+                    "400 bad request: the request target is not /path, an absolute URL or * (OPTIONS)\n"
+                }
+                BAD_TRANSFER_ENCODING => {
+                    "400 bad request: chunked more than once in Transfer-Encoding\n"
+                }
                 _ => "400 bad request\n",
             },
             HeadTooLarge { .. } => "431 request header fields too large\n",
@@ -142,6 +151,17 @@ impl ProxyError {
 pub const MISSING_HOST: &str = "missing Host header";
 /// Reason given when a WebSocket upgrade has no usable `Sec-WebSocket-Key`.
 pub const BAD_WEBSOCKET_KEY: &str = "WebSocket upgrade without a valid Sec-WebSocket-Key";
+
+/// Reason given for a second `Host` header (RFC 9112 §3.2).
+pub const TWO_HOSTS: &str = "two Host headers";
+/// Reason given for a `Host` that is not `host[:port]`.
+pub const BAD_HOST: &str = "Host is not host[:port]";
+/// Reason given when an absolute-form target names another host than `Host`.
+pub const HOST_DISAGREES: &str = "Host disagrees with the request target";
+/// Reason given for a target that is not origin-form, absolute-form or `*`.
+pub const BAD_TARGET: &str = "the request target is not /path, an absolute URL or * (OPTIONS)";
+/// Reason given for `Transfer-Encoding: chunked, chunked`.
+pub const BAD_TRANSFER_ENCODING: &str = "chunked more than once in Transfer-Encoding";
 
 /// Errors while running a whole proxy (start-up, reload), as opposed to
 /// serving one request.

@@ -1,19 +1,20 @@
 //! Serving one HTTP request: check it, route it, then forward it, upgrade it
 //! or serve a file; answer errors; open and close its access record.
 
+pub mod checks;
 pub mod headers;
 pub mod upgrade;
 
 use crate::access::{Record, RequestInfo};
 use crate::body::{Progress, RequestBody, ResponseBody};
 use crate::config::Scheme;
-use crate::error::{MISSING_HOST, ProxyError};
+use crate::error::ProxyError;
 use crate::state::{ActiveRoute, State, Target};
 use crate::upstream::{Outgoing, Upstream};
 use crate::ws::relay::Handover;
 use headers::ClientSide;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -67,9 +68,17 @@ pub async fn handle(
     let started = Instant::now();
     let state = &peer.state;
     let generation = state.current();
-    let host = effective_host(&req);
+    let checked = checks::check(&req);
+    let (host, path) = match &checked {
+        Ok(checked) if checked.asterisk => (checked.host.clone(), "/"),
+        Ok(checked) => (checked.host.clone(), req.uri().path()),
+        Err(_) => (req.headers().get(header::HOST).cloned(), ""),
+    };
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-    let route = generation.route(host_str, req.uri().path());
+    let route = match checked {
+        Ok(_) => generation.route(host_str, path),
+        Err(_) => None,
+    };
     let mut request = RequestInfo::new(
         peer.addr,
         req.method().clone(),
@@ -77,7 +86,11 @@ pub async fn handle(
         host.clone(),
     );
     let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
-    let mut response = match serve(req, &peer, host.as_ref(), route, state).await {
+    let served = match checked {
+        Ok(_) => serve(req, &peer, host.as_ref(), route, state).await,
+        Err(refused) => Err(refused),
+    };
+    let mut response = match served {
         Ok((response, upstream)) => {
             request.upstream = upstream;
             response
@@ -99,16 +112,6 @@ async fn serve(
     route: Option<&ActiveRoute>,
     state: &State,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
-    let size = head_size(&req);
-    if size > MAX_HEAD {
-        return Err(ProxyError::HeadTooLarge {
-            size,
-            limit: MAX_HEAD,
-        });
-    }
-    if host.is_none() && req.version() == Version::HTTP_11 {
-        return Err(ProxyError::BadRequest(MISSING_HOST));
-    }
     let route = route.ok_or(ProxyError::NoRoute)?;
     match &route.target {
         Target::Static(files) => Ok((files.serve(&req).await?, None)),
@@ -204,25 +207,4 @@ fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// The host a request is for: the authority of an absolute-form target
-/// (RFC 9112 §3.2.2), else the `Host` header.
-fn effective_host<B>(req: &Request<B>) -> Option<HeaderValue> {
-    match req.uri().authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => req.headers().get(header::HOST).cloned(),
-    }
-}
-
-/// The size of a request head as it crossed the wire, near enough.
-fn head_size<B>(req: &Request<B>) -> usize {
-    let uri = req.uri();
-    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
-        + uri.authority().map_or(0, |a| a.as_str().len() + 3)
-        + uri.scheme_str().map_or(0, str::len);
-    let line = req.method().as_str().len() + target + 12;
-    req.headers().iter().fold(line, |n, (name, value)| {
-        n + name.as_str().len() + value.len() + 4
-    })
 }

@@ -4,6 +4,7 @@
 mod chat;
 mod common;
 mod forwarding;
+mod hostile;
 mod metrics;
 mod reload;
 mod static_files;
