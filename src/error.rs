@@ -30,6 +30,8 @@ pub enum ProxyError {
     HeadTooLarge { size: usize, limit: usize },
     #[error("WebSocket from origin {origin:?} refused: not in allow_origins")]
     OriginForbidden { origin: String },
+    #[error("client over max_connections_per_ip ({limit})")]
+    OverIpCap { limit: usize },
 
     // --- upstream side ---
     #[error("upstream {upstream}: cannot connect to {server}: {source}")]
@@ -78,7 +80,11 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         use ProxyError::*;
         match self {
-            NoRoute | BadRequest(_) | HeadTooLarge { .. } | OriginForbidden { .. } => Side::Client,
+            NoRoute
+            | BadRequest(_)
+            | HeadTooLarge { .. }
+            | OriginForbidden { .. }
+            | OverIpCap { .. } => Side::Client,
             Connect { .. }
             | ConnectTimeout { .. }
             | ResponseTimeout { .. }
@@ -96,6 +102,7 @@ impl ProxyError {
             BadRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             OriginForbidden { .. } => StatusCode::FORBIDDEN,
+            OverIpCap { .. } => StatusCode::TOO_MANY_REQUESTS,
             Connect { .. } | Broken { .. } | ConnectionLost { .. } | BadUpgrade { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -126,6 +133,7 @@ impl ProxyError {
             },
             HeadTooLarge { .. } => "431 request header fields too large\n",
             OriginForbidden { .. } => "403 forbidden: origin not allowed\n",
+            OverIpCap { .. } => "429 too many connections from your address\n",
             Connect { .. } | Broken { .. } | ConnectionLost { .. } => {
                 "502 bad gateway: upstream unreachable or broken\n"
             }

@@ -103,6 +103,10 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     config_generation: Gauge,
     accept_errors: Family<KindLabels, Counter>,
+    connections_open: Gauge,
+    max_connections_reached: Counter,
+    over_ip_cap: Family<ListenerLabels, Counter>,
+    proxy_header_errors: Family<ListenerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -186,6 +190,30 @@ impl Metrics {
             "Errors accepting client connections, by kind (out-of-files, other)",
             accept_errors.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open in the process, tunnels included (what max_connections caps)",
+            connections_open.clone(),
+        );
+        let max_connections_reached = Counter::default();
+        registry.register(
+            "max_connections_reached",
+            "Times accepting paused because max_connections client connections were open",
+            max_connections_reached.clone(),
+        );
+        let over_ip_cap = Family::default();
+        registry.register(
+            "connections_over_ip_cap",
+            "Connections over max_connections_per_ip, whose requests were answered 429, by listener",
+            over_ip_cap.clone(),
+        );
+        let proxy_header_errors = Family::default();
+        registry.register(
+            "proxy_header_errors",
+            "Connections closed for a missing, invalid or late PROXY protocol header, by listener",
+            proxy_header_errors.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -199,6 +227,10 @@ impl Metrics {
             reloads,
             config_generation,
             accept_errors,
+            connections_open,
+            max_connections_reached,
+            over_ip_cap,
+            proxy_header_errors,
         }
     }
 
@@ -285,6 +317,33 @@ impl Metrics {
         self.accept_errors
             .get_or_create(&KindLabels {
                 kind: kind.to_string(),
+            })
+            .inc();
+    }
+}
+
+impl Metrics {
+    /// Gauge of client connections open in the process.
+    pub fn connections_open(&self) -> &Gauge {
+        &self.connections_open
+    }
+
+    pub fn max_connections_reached(&self) {
+        self.max_connections_reached.inc();
+    }
+
+    pub fn over_ip_cap(&self, listener: &str) {
+        self.over_ip_cap
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn proxy_header_error(&self, listener: &str) {
+        self.proxy_header_errors
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
             })
             .inc();
     }

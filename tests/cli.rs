@@ -472,7 +472,7 @@ servers = ["127.0.0.1:3000"]
 path = "/"
 upstream = "chat"
 "#,
-        &["{file}:3:1: unknown key \"colour\" in [[listener]]; known keys: bind, tls"],
+        &["{file}:3:1: unknown key \"colour\" in [[listener]]; known keys: bind, max_connections_per_ip, proxy_protocol, tls"],
     )
     .await;
 }
@@ -500,9 +500,9 @@ upstream = "nope"
 idle_timeout = "10"
 "#,
         &[
-            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: admin, client_header_timeout, log_format, shutdown_delay, shutdown_timeout, workers",
+            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: access_log, admin, client_body_timeout, client_header_timeout, log_format, max_connections, send_timeout, shutdown_delay, shutdown_timeout, workers",
             "{file}:3:20: shutdown_timeout: expected a duration such as \"30s\", found a number (30)",
-            "{file}:7:1: unknown key \"tsl\" in [[listener]] (did you mean \"tls\"?); known keys: bind, tls",
+            "{file}:7:1: unknown key \"tsl\" in [[listener]] (did you mean \"tls\"?); known keys: bind, max_connections_per_ip, proxy_protocol, tls",
             "{file}:9:1: upstream \"chat\" is not used by any route",
             "{file}:11:1: unknown key \"conect_timeout\" in [upstream.chat] (did you mean \"connect_timeout\"?); known keys: connect_timeout, read_timeout, servers",
             "{file}:15:12: no upstream named \"nope\" (defined: chat)",

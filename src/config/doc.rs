@@ -159,7 +159,6 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// `true` or `false`.
-    #[allow(dead_code)]
     pub fn boolean(&self, key: &str) -> Option<Spanned<bool>> {
         let (_, value) = self.lookup(key)?;
         match value.get_ref() {

@@ -25,6 +25,9 @@ use std::time::Instant;
 /// ones are answered `431`.
 pub const MAX_HEAD: usize = 64 * 1024;
 
+/// `Retry-After` (seconds) of a `429` over `max_connections_per_ip`.
+pub const OVER_CAP_RETRY_AFTER: &str = "1";
+
 /// The client connection a request arrived on.
 pub struct Peer {
     pub addr: SocketAddr,
@@ -37,6 +40,9 @@ pub struct Peer {
     /// The tunnel this connection becomes once its `101` is written: the
     /// connection's own task runs it when hyper lets go of the connection.
     tunnel: Mutex<Option<Handover>>,
+    /// Set when this connection is over its listener's
+    /// `max_connections_per_ip` (the cap): every request gets `429`.
+    pub over_ip_cap: Option<usize>,
 }
 
 impl Peer {
@@ -46,6 +52,7 @@ impl Peer {
             client: ClientSide::new(addr.ip(), scheme),
             state,
             tunnel: Mutex::new(None),
+            over_ip_cap: None,
         }
     }
 
@@ -86,9 +93,10 @@ pub async fn handle(
         host.clone(),
     );
     let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
-    let served = match checked {
-        Ok(_) => serve(req, &peer, host.as_ref(), route, state).await,
-        Err(refused) => Err(refused),
+    let served = match (checked, peer.over_ip_cap) {
+        (_, Some(limit)) => Err(ProxyError::OverIpCap { limit }),
+        (Ok(_), None) => serve(req, &peer, host.as_ref(), route, state).await,
+        (Err(refused), None) => Err(refused),
     };
     let mut response = match served {
         Ok((response, upstream)) => {
@@ -204,6 +212,13 @@ fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }
     ) {
         // After a malformed request the connection cannot be trusted.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let ProxyError::OverIpCap { .. } = error {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(OVER_CAP_RETRY_AFTER),
+        );
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response

@@ -20,6 +20,14 @@ impl Checker<'_> {
         for table in tables {
             let bind = table.string("bind", "an address such as \"0.0.0.0:8080\"");
             let tls = table.table("tls");
+            let proxy_protocol = table
+                .boolean("proxy_protocol")
+                .is_some_and(|b| *b.get_ref());
+            let max_connections_per_ip = self.count(
+                table,
+                "max_connections_per_ip",
+                "connections per client address",
+            );
             let Some(bind) = bind else {
                 if !table.has("bind") {
                     self.error(
@@ -58,7 +66,12 @@ impl Checker<'_> {
             }
             bound.push((addr, bind.span()));
             let tls = tls.as_ref().and_then(|tls| self.tls(tls));
-            listeners.push(ListenerConfig { bind: addr, tls });
+            listeners.push(ListenerConfig {
+                bind: addr,
+                tls,
+                proxy_protocol,
+                max_connections_per_ip,
+            });
         }
         if let Some((admin, span)) = admin
             && let Some((other, at)) = bound.iter().find(|(other, _)| overlaps(*other, *admin))
