@@ -187,4 +187,6 @@ pub enum RunError {
     Signals(#[source] std::io::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
+    #[error("{0}")]
+    AccessLog(String),
 }

@@ -37,6 +37,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
 pub mod bench;
 pub mod body;

@@ -239,7 +239,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     // Signals are caught before the first listener is announced, so a
     // supervisor that signals as soon as it sees `listening on` is heard.
     let signals = Signals::install()?;
-    Proxy::start(config).await?.run_until_stopped(signals).await
+    crate::access_log::configure(&config.server.access_log, config.server.log_format)
+        .map_err(RunError::AccessLog)?;
+    let result = Proxy::start(config).await?.run_until_stopped(signals).await;
+    // What the access log still buffers goes to its file before exit.
+    crate::access_log::finish();
+    result
 }
 
 /// The signals a running proxy answers.
@@ -247,6 +252,8 @@ pub struct Signals {
     hangup: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
+    /// SIGUSR1: reopen the access log file (logrotate's `postrotate`).
+    reopen: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -256,6 +263,7 @@ impl Signals {
             hangup: signal(SignalKind::hangup()).map_err(RunError::Signals)?,
             terminate: signal(SignalKind::terminate()).map_err(RunError::Signals)?,
             interrupt: signal(SignalKind::interrupt()).map_err(RunError::Signals)?,
+            reopen: signal(SignalKind::user_defined1()).map_err(RunError::Signals)?,
         })
     }
 }
@@ -267,9 +275,21 @@ impl Proxy {
             tokio::select! {
                 _ = signals.hangup.recv() => {
                     match self.reload().await {
-                        Ok(report) => tracing::info!("configuration reloaded: {report}"),
+                        Ok(report) => {
+                            tracing::info!("configuration reloaded: {report}");
+                            let server = &self.state.current().config.server;
+                            if let Err(e) =
+                                crate::access_log::configure(&server.access_log, server.log_format)
+                            {
+                                tracing::error!("{e}; access lines go where they went before");
+                            }
+                        }
                         Err(error) => log_reload_failure(&error),
                     }
+                }
+                _ = signals.reopen.recv() => {
+                    crate::access_log::reopen();
+                    tracing::info!("access log reopened");
                 }
                 _ = signals.terminate.recv() => break,
                 _ = signals.interrupt.recv() => break,
