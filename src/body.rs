@@ -8,6 +8,7 @@
 //! [`RequestBody`] is what goes to an upstream: the client's body, or nothing.
 
 use crate::access;
+use crate::timer::Timeout;
 use crate::upstream::pool::Reuse;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -16,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Any error a body can fail with.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -153,27 +154,68 @@ pub enum RequestBody {
     Empty,
     /// The client's body, streamed; each frame moves `progress` forward so a
     /// slow upload does not count against the upstream's `read_timeout`.
+    /// A body that stalls for `stall_limit` (`client_body_timeout`) fails
+    /// with [`BodyTimedOut`].
     Streaming {
         body: Incoming,
         progress: Arc<Progress>,
+        stall_limit: Duration,
+        stalled: Option<Timeout>,
     },
 }
 
+impl RequestBody {
+    /// The client's `body`, failing if it stalls for `stall_limit`.
+    pub fn streaming(body: Incoming, stall_limit: Duration) -> RequestBody {
+        RequestBody::Streaming {
+            body,
+            progress: Progress::new(),
+            stall_limit,
+            stalled: None,
+        }
+    }
+}
+
+/// A request body that sent nothing for `client_body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body sent nothing for {0:?} (client_body_timeout)")]
+pub struct BodyTimedOut(pub Duration);
+
+/// The client's request body failed: it stalled ([`BodyTimedOut`]) or
+/// broke (the client went away, or sent a malformed chunk).
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body: {0}")]
+pub struct ClientBodyError(#[source] pub BodyError);
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Streaming { body, progress } => {
-                let frame = ready!(Pin::new(body).poll_frame(cx));
-                progress.touch();
-                Poll::Ready(frame)
-            }
+            RequestBody::Streaming {
+                body,
+                progress,
+                stall_limit,
+                stalled,
+            } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    *stalled = None;
+                    progress.touch();
+                    Poll::Ready(frame.map(|r| r.map_err(|e| ClientBodyError(e.into()))))
+                }
+                Poll::Pending => {
+                    let limit = *stall_limit;
+                    let timer = stalled.get_or_insert_with(|| Timeout::after(limit));
+                    ready!(std::future::Future::poll(Pin::new(timer), cx));
+                    *stalled = None;
+                    Poll::Ready(Some(Err(ClientBodyError(Box::new(BodyTimedOut(limit))))))
+                }
+            },
         }
     }
 

@@ -32,6 +32,10 @@ pub enum ProxyError {
     OriginForbidden { origin: String },
     #[error("client over max_connections_per_ip ({limit})")]
     OverIpCap { limit: usize },
+    #[error("the request body sent nothing for {timeout:?} (client_body_timeout)")]
+    BodyTimeout { timeout: Duration },
+    #[error("the request body broke off: {0}")]
+    ClientBody(String),
 
     // --- upstream side ---
     #[error("upstream {upstream}: cannot connect to {server}: {source}")]
@@ -84,7 +88,9 @@ impl ProxyError {
             | BadRequest(_)
             | HeadTooLarge { .. }
             | OriginForbidden { .. }
-            | OverIpCap { .. } => Side::Client,
+            | OverIpCap { .. }
+            | BodyTimeout { .. }
+            | ClientBody(_) => Side::Client,
             Connect { .. }
             | ConnectTimeout { .. }
             | ResponseTimeout { .. }
@@ -103,6 +109,8 @@ impl ProxyError {
             HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             OriginForbidden { .. } => StatusCode::FORBIDDEN,
             OverIpCap { .. } => StatusCode::TOO_MANY_REQUESTS,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ClientBody(_) => StatusCode::BAD_REQUEST,
             Connect { .. } | Broken { .. } | ConnectionLost { .. } | BadUpgrade { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -134,6 +142,8 @@ impl ProxyError {
             HeadTooLarge { .. } => "431 request header fields too large\n",
             OriginForbidden { .. } => "403 forbidden: origin not allowed\n",
             OverIpCap { .. } => "429 too many connections from your address\n",
+            BodyTimeout { .. } => "408 request timeout: the request body stalled\n",
+            ClientBody(_) => "400 bad request: the request body broke off or was malformed\n",
             Connect { .. } | Broken { .. } | ConnectionLost { .. } => {
                 "502 bad gateway: upstream unreachable or broken\n"
             }

@@ -6,7 +6,7 @@ pub mod headers;
 pub mod upgrade;
 
 use crate::access::{Record, RequestInfo};
-use crate::body::{Progress, RequestBody, ResponseBody};
+use crate::body::{RequestBody, ResponseBody};
 use crate::config::Scheme;
 use crate::error::ProxyError;
 use crate::state::{ActiveRoute, State, Target};
@@ -95,7 +95,10 @@ pub async fn handle(
     let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
     let served = match (checked, peer.over_ip_cap) {
         (_, Some(limit)) => Err(ProxyError::OverIpCap { limit }),
-        (Ok(_), None) => serve(req, &peer, host.as_ref(), route, state).await,
+        (Ok(_), None) => {
+            let body_timeout = generation.config.server.client_body_timeout;
+            serve(req, &peer, host.as_ref(), route, state, body_timeout).await
+        }
         (Err(refused), None) => Err(refused),
     };
     let mut response = match served {
@@ -119,6 +122,7 @@ async fn serve(
     host: Option<&HeaderValue>,
     route: Option<&ActiveRoute>,
     state: &State,
+    body_timeout: std::time::Duration,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
     let route = route.ok_or(ProxyError::NoRoute)?;
     match &route.target {
@@ -141,7 +145,7 @@ async fn serve(
                 ))
                 .await
             } else {
-                forward(req, &peer.client, host, upstream).await
+                forward(req, &peer.client, host, upstream, body_timeout).await
             }
         }
     }
@@ -153,15 +157,13 @@ async fn forward(
     client: &ClientSide,
     host: Option<&HeaderValue>,
     upstream: &Upstream,
+    body_timeout: std::time::Duration,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
     let (parts, body) = req.into_parts();
     let body = if body.is_end_stream() {
         RequestBody::Empty
     } else {
-        RequestBody::Streaming {
-            body,
-            progress: Progress::new(),
-        }
+        RequestBody::streaming(body, body_timeout)
     };
     let answer = upstream
         .send(outgoing(parts, client, host, false, body))
@@ -209,7 +211,10 @@ fn error_response(error: &ProxyError) -> Response<ResponseBody> {
     );
     if matches!(
         error,
-        ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }
+        ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge { .. }
+            | ProxyError::BodyTimeout { .. }
+            | ProxyError::ClientBody(_)
     ) {
         // After a malformed request the connection cannot be trusted.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

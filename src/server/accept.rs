@@ -34,6 +34,8 @@ pub const MAX_PROXY_HEADER: usize = 16 + 4096;
 /// A slot of the process's connection count, given back on drop.
 pub struct Slot {
     count: Arc<State>,
+    /// A connection holds it (not just an accept loop waiting for one).
+    accepted: bool,
 }
 
 impl Slot {
@@ -51,9 +53,9 @@ impl Slot {
             let freed = count.freed();
             let cap = cap();
             if count.try_take(cap) {
-                state.metrics.connections_open().inc();
                 return Some(Slot {
                     count: state.clone(),
+                    accepted: false,
                 });
             }
             if !said {
@@ -75,9 +77,20 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// A connection was accepted into this slot.
+    pub fn accepted(mut self) -> Slot {
+        self.accepted = true;
+        self.count.metrics.connections_open().inc();
+        self
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.count.metrics.connections_open().dec();
+        if self.accepted {
+            self.count.metrics.connections_open().dec();
+        }
         self.count.connections.give_back();
     }
 }

@@ -13,7 +13,7 @@ pub mod accept;
 mod http1;
 
 use crate::config::ListenerKey;
-use crate::io::ClientStream;
+use crate::io::{ClientStream, PlainOrTls};
 use crate::proxy::Peer;
 use crate::state::State;
 use crate::workers::Workers;
@@ -135,7 +135,7 @@ async fn accept_loop(
                     Accepted {
                         key,
                         local,
-                        slot,
+                        slot: slot.accepted(),
                         per_ip: per_ip.clone(),
                     },
                     state.clone(),
@@ -225,6 +225,7 @@ async fn serve(
     let tls = listener.tls.as_ref().map(|tls| tls.server_config.clone());
     let (proxy_protocol, ip_cap) = (listener.proxy_protocol, listener.max_connections_per_ip);
     let header_timeout = generation.config.server.client_header_timeout;
+    let send_timeout = generation.config.server.send_timeout;
     drop(generation);
 
     let _ = stream.set_nodelay(true);
@@ -249,6 +250,7 @@ async fn serve(
     let Some(io) = secure(stream, tls, header_timeout).await else {
         return;
     };
+    let io = ClientStream::new(io, send_timeout);
     open.inc();
     let mut client = Peer::new(peer, scheme, state);
     if over_cap {
@@ -270,7 +272,7 @@ async fn secure(
     stream: TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
     header_timeout: Duration,
-) -> Option<ClientStream> {
+) -> Option<PlainOrTls> {
     let Some(config) = tls else {
         return Some(Either::Left(stream));
     };

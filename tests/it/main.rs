@@ -9,6 +9,7 @@ mod limits;
 mod metrics;
 mod proxy_protocol;
 mod reload;
+mod slow;
 mod static_files;
 mod tls;
 mod websocket;
