@@ -369,6 +369,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any target and `Host` headers: an answer, never a panic; what
+        /// passes has at most one `Host`, a host on HTTP/1.1, and a target
+        /// that is a path, a URL or `OPTIONS *`.
+        #[test]
+        fn any_head_gets_an_answer(
+            target in "[ -~]{0,40}",
+            hosts in proptest::collection::vec("[ -~]{0,20}", 0..3),
+            options in proptest::bool::ANY,
+        ) {
+            let Ok(uri) = target.parse::<Uri>() else { return Ok(()) };
+            let mut headers = HeaderMap::new();
+            for host in &hosts {
+                if let Ok(value) = HeaderValue::from_str(host) {
+                    headers.append(header::HOST, value);
+                }
+            }
+            let method = if options { Method::OPTIONS } else { Method::GET };
+            if let Ok(checked) = check_head(&method, &uri, Version::HTTP_11, &headers) {
+                proptest::prop_assert!(headers.get_all(header::HOST).iter().count() <= 1);
+                proptest::prop_assert!(checked.host.as_ref().is_some_and(|h| !h.is_empty()));
+                proptest::prop_assert!(
+                    uri.path().starts_with('/') || uri.scheme().is_some() || (options && checked.asterisk)
+                );
+            }
+        }
+    }
+
     #[test]
     fn huge_heads_are_431() {
         let big = "x".repeat(MAX_HEAD);

@@ -182,12 +182,45 @@ pub enum ProxyHeader {
     Invalid(String),
 }
 
+/// The start of every v2 header.
+const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+/// The start of every v1 header, and its longest length.
+const V1_PREFIX: &[u8] = b"PROXY ";
+const V1_MAX: usize = 107;
+
 /// Parse the PROXY header at the start of `bytes`. Pure.
+///
+/// A v1 header is only handed to the parser once its line is complete:
+/// cut inside a field (`… 51234 `), the parser would call it invalid.
 pub fn parse_proxy_header(bytes: &[u8]) -> ProxyHeader {
     let bytes = &bytes[..bytes.len().min(MAX_PROXY_HEADER)];
+    let starts = |prefix: &[u8]| {
+        let n = bytes.len().min(prefix.len());
+        bytes[..n] == prefix[..n]
+    };
+    let v1 = starts(V1_PREFIX) && !starts(V2_SIGNATURE);
+    if v1 {
+        match bytes.iter().position(|&b| b == b'\n') {
+            None if bytes.len() < V1_MAX => return ProxyHeader::Incomplete,
+            None => {
+                return ProxyHeader::Invalid(format!(
+                    "PROXY v1 header without an end of line in {V1_MAX} bytes"
+                ));
+            }
+            Some(end) if end >= V1_MAX => {
+                return ProxyHeader::Invalid(format!("PROXY v1 header longer than {V1_MAX} bytes"));
+            }
+            Some(_) => {}
+        }
+    } else if !starts(V2_SIGNATURE) {
+        return ProxyHeader::Invalid("no PROXY header".into());
+    }
     let parsed = HeaderResult::parse(bytes);
     if parsed.is_incomplete() {
-        return if bytes.len() >= MAX_PROXY_HEADER {
+        // A whole v1 line the parser still finds short is not a header.
+        return if v1 {
+            ProxyHeader::Invalid("bad PROXY v1 header".into())
+        } else if bytes.len() >= MAX_PROXY_HEADER {
             ProxyHeader::Invalid(format!("PROXY header longer than {MAX_PROXY_HEADER} bytes"))
         } else {
             ProxyHeader::Incomplete
@@ -376,6 +409,8 @@ mod tests {
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
             b"PROXY TCP4 999.0.2.7 10.0.0.1 1 2\r\n",
             b"PROXY TCP9 1.2.3.4 1.2.3.4 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\nGET / HTTP/1.1\r\n\r\n",
+            b"PROXY TCP4 1.2.3.4\r\n",
         ] {
             assert!(
                 matches!(parse_proxy_header(bytes), ProxyHeader::Invalid(_)),
@@ -389,6 +424,59 @@ mod tests {
             parse_proxy_header(&too_long),
             ProxyHeader::Invalid(_)
         ));
+    }
+
+    proptest::proptest! {
+        /// Any v1 or v2 header, for any addresses, followed by anything:
+        /// parsed whole, naming the source; every cut of it incomplete.
+        #[test]
+        fn headers_for_any_address_parse_and_every_cut_waits(
+            v4 in proptest::bool::ANY,
+            source in proptest::array::uniform16(0u8..),
+            port in 1u16..,
+            binary in proptest::bool::ANY,
+            rest in proptest::collection::vec(0u8.., 0..64),
+        ) {
+            let source: SocketAddr = if v4 {
+                SocketAddr::new(IpAddr::from([source[0], source[1], source[2], source[3]]), port)
+            } else {
+                SocketAddr::new(IpAddr::from(source), port)
+            };
+            let destination: SocketAddr = if v4 {
+                "10.0.0.1:443".parse().unwrap()
+            } else {
+                "[2001:db8::1]:443".parse().unwrap()
+            };
+            let header = if binary {
+                ppp::v2::Builder::with_addresses(
+                    ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+                    ppp::v2::Protocol::Stream,
+                    (source, destination),
+                )
+                .build()
+                .unwrap()
+            } else {
+                ppp::v1::Addresses::from((source, destination)).to_string().into_bytes()
+            };
+            let mut bytes = header.clone();
+            bytes.extend_from_slice(&rest);
+            proptest::prop_assert_eq!(
+                parse_proxy_header(&bytes),
+                ProxyHeader::Done { len: header.len(), source: Some(source) }
+            );
+            for end in 0..header.len() {
+                proptest::prop_assert_eq!(parse_proxy_header(&header[..end]), ProxyHeader::Incomplete);
+            }
+        }
+
+        /// Whatever the bytes, the parser answers, and a header it finds
+        /// fits in them.
+        #[test]
+        fn any_bytes_get_an_answer(bytes in proptest::collection::vec(0u8.., 0..300)) {
+            if let ProxyHeader::Done { len, .. } = parse_proxy_header(&bytes) {
+                proptest::prop_assert!(len <= bytes.len());
+            }
+        }
     }
 
     #[test]
