@@ -14,12 +14,15 @@
 //! - [`lifecycle`]: start, SIGHUP reload, SIGTERM drain; owns the sockets.
 //! - [`state`]: what connections share; the swappable configuration
 //!   [`state::Generation`].
-//! - [`server`]: accept loops, then each connection in its own task: the TLS
-//!   handshake ([`tls`]) and HTTP/1.1 (`server::http1`).
+//! - [`server`]: accept loops, then each connection in its own task: the
+//!   connection cap, the PROXY header and per-address caps
+//!   ([`server::accept`]), the TLS handshake ([`tls`]) and HTTP/1.1
+//!   (`server::http1`).
 //! - [`io`]: the byte streams both sides use (client connections plain or
 //!   TLS, what a tunnel needs of each end).
 //! - [`router`]: host and longest-prefix matching, pure.
-//! - [`proxy`]: one request: checks, forwarding, the header policy
+//! - [`proxy`]: one request: the head checks ([`proxy::checks`]),
+//!   forwarding, the header policy
 //!   ([`proxy::headers`]) and the WebSocket handshake relay
 //!   ([`proxy::upgrade`]).
 //! - [`upstream`]: talking to an upstream's servers: server choice and
@@ -27,7 +30,8 @@
 //! - [`ws`]: WebSocket tunnels after the `101`: the relay ([`ws::relay`])
 //!   with idle timeout and counters.
 //! - [`static_files`]: `root` routes.
-//! - [`body`], [`access`], [`error`]: bodies, the access log, error responses.
+//! - [`body`], [`access`], [`error`]: bodies, the access record, error
+//!   responses; [`access_log`]: where access events go.
 //! - [`metrics`] and [`admin`]: Prometheus series and the admin listener.
 //! - [`workers`]: one single-threaded runtime per core; [`timer`]: each
 //!   worker's coarse timeouts.

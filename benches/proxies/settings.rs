@@ -9,6 +9,9 @@ use std::fmt;
 pub enum Workload {
     /// Small HTTP GETs over keep-alive connections (wrk, else `switchyard bench http`).
     Http,
+    /// The same, with the proxy writing an access log file (Switchyard's
+    /// `access_log = FILE`, nginx's `access_log FILE buffer=64k`).
+    HttpLog,
     /// WebSocket echo: 64 connections, 64-byte messages, one in flight each.
     Echo,
     /// WebSocket bulk: 4 connections streaming 64 KiB messages both ways.
@@ -22,8 +25,9 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Http,
+        Workload::HttpLog,
         Workload::Echo,
         Workload::Bulk,
         Workload::HandshakeWs,
@@ -34,6 +38,7 @@ impl Workload {
     pub fn name(self) -> &'static str {
         match self {
             Workload::Http => "http",
+            Workload::HttpLog => "http-log",
             Workload::Echo => "echo",
             Workload::Bulk => "bulk",
             Workload::HandshakeWs => "handshake-ws",
@@ -46,6 +51,7 @@ impl Workload {
     pub fn title(self) -> &'static str {
         match self {
             Workload::Http => "HTTP GET (small body, keep-alive)",
+            Workload::HttpLog => "HTTP GET, access log to a file",
             Workload::Echo => "WS echo 64 conns × 64 B",
             Workload::Bulk => "WS bulk 4 conns × 64 KiB",
             Workload::HandshakeWs => "WS handshakes ws://",
@@ -57,7 +63,7 @@ impl Workload {
     /// Unit of the throughput column.
     pub fn rate_unit(self) -> &'static str {
         match self {
-            Workload::Http => "req/s",
+            Workload::Http | Workload::HttpLog => "req/s",
             Workload::Echo => "msg/s",
             Workload::Bulk => "MB/s",
             Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
@@ -68,7 +74,7 @@ impl Workload {
     /// Unit of the CPU-per-operation column.
     pub fn cpu_unit(self) -> &'static str {
         match self {
-            Workload::Http => "µs/req",
+            Workload::Http | Workload::HttpLog => "µs/req",
             Workload::Echo => "µs/msg",
             Workload::Bulk => "ms/MB",
             Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
@@ -79,6 +85,7 @@ impl Workload {
     fn parse(word: &str) -> Result<Vec<Workload>, String> {
         Ok(match word {
             "http" => vec![Workload::Http],
+            "http-log" => vec![Workload::HttpLog],
             "echo" => vec![Workload::Echo],
             "bulk" => vec![Workload::Bulk],
             "handshake" => vec![Workload::HandshakeWs, Workload::HandshakeWss],
@@ -87,7 +94,7 @@ impl Workload {
             "hold" => vec![Workload::Hold],
             other => {
                 return Err(format!(
-                    "unknown workload {other:?} (http, echo, bulk, handshake, \
+                    "unknown workload {other:?} (http, http-log, echo, bulk, handshake, \
                      handshake-ws, handshake-wss, hold)"
                 ));
             }
@@ -136,9 +143,13 @@ impl TargetKind {
     /// Whether this target takes part in `workload`.
     pub fn serves(self, workload: Workload) -> bool {
         match self {
-            TargetKind::Direct => workload != Workload::HandshakeWss,
+            TargetKind::Direct => {
+                workload != Workload::HandshakeWss && workload != Workload::HttpLog
+            }
             TargetKind::BareHyper => workload == Workload::Http,
-            _ => true,
+            // HAProxy logs only to syslog: no file of its own to compare.
+            TargetKind::Haproxy => workload != Workload::HttpLog,
+            TargetKind::Switchyard | TargetKind::Nginx => true,
         }
     }
 
