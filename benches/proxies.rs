@@ -13,7 +13,7 @@
 //! over rounds. The markdown tables go to stdout and `target/bench-results.md`.
 //!
 //! Knobs: `BENCH_ROUNDS` (3), `BENCH_SECONDS` per measurement (5),
-//! `BENCH_ONLY` (comma list: http, echo, bulk, handshake, handshake-ws,
+//! `BENCH_ONLY` (comma list: http, http-log, echo, bulk, handshake, handshake-ws,
 //! handshake-wss, hold), `BENCH_TARGETS` (direct, switchyard, nginx,
 //! haproxy, bare-hyper), `BENCH_KEEP_TMP` (keep the generated configurations
 //! and logs).

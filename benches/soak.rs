@@ -222,49 +222,47 @@ async fn tunnel(
     let born = *killed.borrow();
     let mut ticker = tokio::time::interval(MESSAGE_EVERY);
     ticker.tick().await;
-    let mut outstanding = 0u64;
-    let mut n = 0u64;
-    // Whether the tunnel died with its backend (the caller reconnects).
-    let mut died_with_backend = false;
-    loop {
+    // Echoes are counted, not timed: a slow one is still not lost.
+    let (mut sent, mut back) = (0u64, 0u64);
+    let mut leaving_since: Option<Instant> = None;
+    let died_with_backend = loop {
         tokio::select! {
-            () = leave.cancelled() => break,
+            () = leave.cancelled(), if leaving_since.is_none() => {
+                leaving_since = Some(Instant::now());
+            }
             _ = ticker.tick() => {
-                if outstanding > 0 {
-                    // The last one did not come back within two seconds.
-                    if *killed.borrow() != born {
-                        counts.cut_by_kill.fetch_add(outstanding, Ordering::Relaxed);
-                    } else {
-                        counts.lost.fetch_add(outstanding, Ordering::Relaxed);
+                if let Some(since) = leaving_since {
+                    // Leaving: wait (at most 10 s) for the last echoes.
+                    if back >= sent || since.elapsed() > Duration::from_secs(10) {
+                        break false;
                     }
-                    outstanding = 0;
+                    continue;
                 }
-                n += 1;
-                if ws.send(Message::text(format!("m{n}"))).await.is_err() {
-                    died_with_backend = *killed.borrow() != born;
-                    break;
+                if ws.send(Message::text(format!("m{}", sent + 1))).await.is_err() {
+                    break *killed.borrow() != born;
                 }
+                sent += 1;
                 counts.sent.fetch_add(1, Ordering::Relaxed);
-                outstanding = 1;
             }
             next = ws.next() => match next {
-                Some(Ok(Message::Text(t))) if t.as_str() == format!("m{n}") => {
+                Some(Ok(Message::Text(t))) if t.as_str().starts_with('m') => {
+                    back += 1;
                     counts.echoed.fetch_add(1, Ordering::Relaxed);
-                    outstanding = 0;
+                    if leaving_since.is_some() && back >= sent {
+                        break false;
+                    }
                 }
                 Some(Ok(_)) => {}
-                _ => {
-                    died_with_backend = *killed.borrow() != born;
-                    break;
-                }
+                _ => break *killed.borrow() != born,
             },
         }
-    }
-    if outstanding > 0 {
+    };
+    let missing = sent.saturating_sub(back);
+    if missing > 0 {
         if *killed.borrow() != born {
-            counts.cut_by_kill.fetch_add(outstanding, Ordering::Relaxed);
-        } else if !leave.is_cancelled() {
-            counts.lost.fetch_add(outstanding, Ordering::Relaxed);
+            counts.cut_by_kill.fetch_add(missing, Ordering::Relaxed);
+        } else {
+            counts.lost.fetch_add(missing, Ordering::Relaxed);
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
@@ -475,13 +473,13 @@ async fn soak() -> Result<bool, String> {
             }
             spawn_tunnel(&mut slots);
         }
-        if t > 0 && t % 5 == 0 {
+        if t > 0 && t.is_multiple_of(5) {
             hups += 1;
             write_config(&config, a.addr, b.addr, hups)?;
             // SAFETY: our own child.
             unsafe { libc::kill(pid as i32, libc::SIGHUP) };
         }
-        if t > 0 && t % 30 == 0 {
+        if t > 0 && t.is_multiple_of(30) {
             kills += 1;
             let victim = if kills % 2 == 1 { &a } else { &b };
             victim.kill();
@@ -492,7 +490,7 @@ async fn soak() -> Result<bool, String> {
             });
         }
         peak = (peak.0.max(rss_kib(pid)), peak.1.max(open_fds(pid)));
-        if t % 60 == 0 {
+        if t.is_multiple_of(60) {
             println!(
                 "soak: {t:>4}s rss {} KiB fds {} sent {} echoed {} lost {} cut-by-kill {} reconnects {} failed-opens {}",
                 rss_kib(pid),

@@ -95,6 +95,40 @@ pub fn finish() {
     }
 }
 
+/// One request's access line, as [`crate::access::Record`] closes it.
+pub struct RequestLine<'a> {
+    pub level: Level,
+    pub message: &'a str,
+    pub peer: std::net::SocketAddr,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: u64,
+    /// The request's duration, in microseconds.
+    pub micros: u128,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// Write `line` to the access log file, if access events go to one: the
+/// fields straight into this thread's buffer, with none of `tracing`'s
+/// dispatch. `false`: no file, the caller emits the event.
+pub fn write_request(line: &RequestLine<'_>) -> bool {
+    let destination = DESTINATION.load();
+    let Destination::File(sink) = &**destination else {
+        return false;
+    };
+    sink.append(|out, format| format_request(out, line, format));
+    true
+}
+
+/// Whether access events go to a file of their own.
+pub fn to_file() -> bool {
+    matches!(**DESTINATION.load(), Destination::File(_))
+}
+
 /// Whether access events go to stderr with the other lines.
 pub fn to_stderr() -> bool {
     matches!(**DESTINATION.load(), Destination::Stderr)
@@ -108,16 +142,17 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
         &self,
         metadata: &'static Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        if metadata.target() == TARGET {
-            // Depends on the destination, which a reload may change.
-            tracing::subscriber::Interest::sometimes()
-        } else {
+        // Cached per callsite until `configure` rebuilds the cache: an
+        // access event this layer does not want costs nothing to skip.
+        if metadata.target() != TARGET || to_file() {
             tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
         }
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
-        metadata.target() != TARGET || !matches!(**DESTINATION.load(), Destination::Off)
+        metadata.target() != TARGET || to_file()
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
@@ -193,6 +228,11 @@ impl FileSink {
 
     /// Format `event` into this thread's buffer.
     fn write(&self, event: &Event<'_>) {
+        self.append(|out, format| format_event(out, event, format));
+    }
+
+    /// Append one line, made by `line`, to this thread's buffer.
+    fn append(&self, line: impl FnOnce(&mut Vec<u8>, LogFormat)) {
         let buffer = BUFFER.with(|b| {
             let mut b = b.borrow_mut();
             match &*b {
@@ -210,7 +250,7 @@ impl FileSink {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        format_event(&mut out, event, self.format);
+        line(&mut out, self.format);
         if out.len() >= FLUSH_AT {
             drop(out);
             self.shared.wake();
@@ -364,6 +404,125 @@ fn format_event(out: &mut Vec<u8>, event: &Event<'_>, format: LogFormat) {
     }
 }
 
+/// A request's line: the same fields, in the same order, as the `access`
+/// event `tracing` would carry.
+fn format_request(out: &mut Vec<u8>, line: &RequestLine<'_>, format: LogFormat) {
+    let millis = |out: &mut Vec<u8>| {
+        write_u64(out, (line.micros / 1000) as u64);
+        let frac = (line.micros % 1000) as u16;
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    };
+    match format {
+        LogFormat::Text => {
+            write_time(out);
+            out.push(b' ');
+            out.extend_from_slice(level_name(line.level).as_bytes());
+            out.push(b' ');
+            write_text_value(out, line.message);
+            out.extend_from_slice(b" peer=");
+            write_addr(out, line.peer);
+            for (key, value) in [
+                (&b" method="[..], line.method),
+                (b" host=", line.host),
+                (b" path=", line.path),
+            ] {
+                out.extend_from_slice(key);
+                write_text_value(out, value);
+            }
+            out.extend_from_slice(b" status=");
+            write_u64(out, u64::from(line.status));
+            out.extend_from_slice(b" bytes=");
+            write_u64(out, line.bytes);
+            out.extend_from_slice(b" duration_ms=");
+            millis(out);
+            out.extend_from_slice(b" route=");
+            write_text_value(out, line.route);
+            out.extend_from_slice(b" upstream=");
+            write_text_value(out, line.upstream);
+            if let Some(error) = line.error {
+                out.extend_from_slice(b" error=");
+                write_text_value(out, error);
+            }
+            out.push(b'\n');
+        }
+        LogFormat::Json => {
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            write_time(out);
+            out.extend_from_slice(b"\",\"level\":\"");
+            out.extend_from_slice(level_name(line.level).as_bytes());
+            out.extend_from_slice(b"\",\"message\":");
+            let _ = serde_json::to_writer(&mut *out, line.message);
+            out.extend_from_slice(b",\"peer\":\"");
+            write_addr(out, line.peer);
+            out.push(b'"');
+            for (key, value) in [
+                (&b",\"method\":"[..], line.method),
+                (b",\"host\":", line.host),
+                (b",\"path\":", line.path),
+            ] {
+                out.extend_from_slice(key);
+                let _ = serde_json::to_writer(&mut *out, value);
+            }
+            out.extend_from_slice(b",\"status\":");
+            write_u64(out, u64::from(line.status));
+            out.extend_from_slice(b",\"bytes\":");
+            write_u64(out, line.bytes);
+            out.extend_from_slice(b",\"duration_ms\":");
+            millis(out);
+            for (key, value) in [
+                (&b",\"route\":"[..], Some(line.route)),
+                (b",\"upstream\":", Some(line.upstream)),
+                (b",\"error\":", line.error),
+            ] {
+                if let Some(value) = value {
+                    out.extend_from_slice(key);
+                    let _ = serde_json::to_writer(&mut *out, value);
+                }
+            }
+            out.extend_from_slice(b"}\n");
+        }
+    }
+}
+
+/// A number in decimal, without `fmt`.
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `1.2.3.4:5678` without `fmt` (IPv6 through `Display`, `[::1]:5678`).
+fn write_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
+    match addr {
+        std::net::SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_u64(out, u64::from(octet));
+            }
+            out.push(b':');
+            write_u64(out, u64::from(v4.port()));
+        }
+        v6 => {
+            let _ = write!(ByteWriter(out), "{v6}");
+        }
+    }
+}
+
 fn level_name(level: Level) -> &'static str {
     match level {
         Level::ERROR => "ERROR",
@@ -422,11 +581,20 @@ impl TextVisitor<'_> {
     }
 }
 
+/// The bytes a text value may hold without quotes: printable ASCII but `"`,
+/// `\\` and `=`.
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        table[b] = !matches!(b as u8, b'"' | b'\\' | b'=');
+        b += 1;
+    }
+    table
+};
+
 fn write_text_value(out: &mut Vec<u8>, text: &str) {
-    let plain = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'='));
+    let plain = !text.is_empty() && text.bytes().all(|b| PLAIN[b as usize]);
     if plain {
         out.extend_from_slice(text.as_bytes());
         return;
