@@ -190,8 +190,10 @@ async fn tunnel(
     reconnecting: bool,
 ) -> bool {
     let url = format!("ws://127.0.0.1:{}/ws/", proxy.port());
+    // Generous: the soak runs at the lowest priority on a busy machine, and
+    // what it judges (memory, descriptors, lost echoes) is not speed.
     let connect = tokio::time::timeout(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         tokio_tungstenite::connect_async(url.as_str()),
     )
     .await;
@@ -203,7 +205,7 @@ async fn tunnel(
         return false;
     };
     // The backend says who it is first.
-    let greeting = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+    let greeting = tokio::time::timeout(Duration::from_secs(30), ws.next()).await;
     let name = match greeting {
         Ok(Some(Ok(Message::Text(t)))) => t.trim_start_matches("hello ").to_string(),
         _ => {
@@ -232,8 +234,8 @@ async fn tunnel(
             }
             _ = ticker.tick() => {
                 if let Some(since) = leaving_since {
-                    // Leaving: wait (at most 10 s) for the last echoes.
-                    if back >= sent || since.elapsed() > Duration::from_secs(10) {
+                    // Leaving: wait (at most 30 s) for the last echoes.
+                    if back >= sent || since.elapsed() > Duration::from_secs(30) {
                         break false;
                     }
                     continue;
@@ -354,7 +356,7 @@ fn write_config(path: &Path, a: SocketAddr, b: SocketAddr, generation: u64) -> R
         "# soak generation {generation}\n[server]\nworkers = 2\nshutdown_timeout = \"5s\"\n\
          client_header_timeout = \"2s\"\naccess_log = \"off\"\n\
          [[listener]]\nbind = \"127.0.0.1:0\"\n\
-         [upstream.chat]\nservers = [\"{a}\", \"{b}\"]\nconnect_timeout = \"2s\"\n\
+         [upstream.chat]\nservers = [\"{a}\", \"{b}\"]\nconnect_timeout = \"10s\"\n\
          [[route]]\npath = \"/ws/\"\nupstream = \"chat\"\nidle_timeout = \"5m\"\n\
          [[route]]\npath = \"/\"\nupstream = \"chat\"\n"
     );
