@@ -2,7 +2,8 @@
 //!
 //! It terminates TLS, routes requests by a TOML route file, relays WebSocket
 //! upgrades and then splices the two byte streams, serves static files, and
-//! reloads its routes on SIGHUP without dropping a connection.
+//! reloads its routes on SIGHUP (or when the file changes) without dropping
+//! a connection; certificates come from files it watches or from ACME.
 //!
 //! # Layout
 //!
@@ -18,6 +19,9 @@
 //!   connection cap, the PROXY header and per-address caps
 //!   ([`server::accept`]), the TLS handshake ([`tls`]) and HTTP/1.1
 //!   (`server::http1`).
+//! - [`certs`]: which certificate a handshake gets (SNI), and keeping them
+//!   current: rotated files, ACME ([`certs::acme`]); [`watch`]: files that
+//!   change on disk (certificates, the route file).
 //! - [`io`]: the byte streams both sides use (client connections plain or
 //!   TLS, what a tunnel needs of each end).
 //! - [`router`]: host and longest-prefix matching, pure.
@@ -45,6 +49,7 @@ pub mod access_log;
 pub mod admin;
 pub mod bench;
 pub mod body;
+pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -60,5 +65,6 @@ pub mod telemetry;
 pub mod timer;
 pub mod tls;
 pub mod upstream;
+pub mod watch;
 pub mod workers;
 pub mod ws;

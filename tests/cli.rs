@@ -505,7 +505,7 @@ idle_timeout = "10"
 hosts = "x"
 "#,
         &[
-            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: access_log, admin, client_body_timeout, client_header_timeout, log_format, max_connections, send_timeout, shutdown_delay, shutdown_timeout, workers",
+            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: access_log, admin, client_body_timeout, client_header_timeout, log_format, max_connections, send_timeout, shutdown_delay, shutdown_timeout, watch, workers",
             "{file}:3:20: shutdown_timeout: expected a duration such as \"30s\", found a number (30)",
             "{file}:5:2: unknown key \"servr\" in the route file (did you mean \"server\"?); known keys: listener, route, server, upstream",
             "{file}:10:1: unknown key \"tsl\" in [[listener]] (did you mean \"tls\"?); known keys: bind, max_connections_per_ip, proxy_protocol, tls",

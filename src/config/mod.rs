@@ -55,6 +55,8 @@ pub struct ServerSettings {
     /// The longest a write to a client may stay blocked (a client that
     /// does not read).
     pub send_timeout: Duration,
+    /// Reload the route file when it changes on disk (`watch`).
+    pub watch: bool,
 }
 
 impl Default for ServerSettings {
@@ -70,6 +72,7 @@ impl Default for ServerSettings {
             access_log: AccessLog::Stderr,
             client_body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
+            watch: false,
         }
     }
 }
@@ -153,20 +156,17 @@ impl fmt::Display for Scheme {
     }
 }
 
-/// A listener's certificate and key, already loaded and checked.
-#[derive(Clone)]
+/// A listener's certificates: one or more sources, the first the default
+/// (see [`crate::certs`]). File pairs are already loaded and checked.
+#[derive(Debug, Clone)]
 pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub server_config: Arc<rustls::ServerConfig>,
+    pub sources: Vec<crate::certs::Source>,
 }
 
-impl fmt::Debug for TlsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsConfig")
-            .field("cert", &self.cert)
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+impl TlsConfig {
+    /// How a reload report compares two listeners' certificates.
+    pub fn describe(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.describe()).collect()
     }
 }
 

@@ -22,6 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
@@ -222,7 +223,7 @@ async fn serve(
         return;
     };
     let scheme = listener.scheme();
-    let tls = listener.tls.as_ref().map(|tls| tls.server_config.clone());
+    let tls = generation.tls(key);
     let (proxy_protocol, ip_cap) = (listener.proxy_protocol, listener.max_connections_per_ip);
     let header_timeout = generation.config.server.client_header_timeout;
     let send_timeout = generation.config.server.send_timeout;
@@ -278,6 +279,14 @@ async fn secure(
     };
     let handshake = TlsAcceptor::from(config).accept(stream);
     match tokio::time::timeout(header_timeout, handshake).await {
+        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
+            // An ACME server checked the TLS-ALPN-01 certificate: the
+            // handshake was all it wanted (RFC 8737 section 3).
+            tracing::debug!("ACME TLS-ALPN-01 validation handshake answered");
+            let mut tls = tls;
+            let _ = tokio::time::timeout(header_timeout, tls.shutdown()).await;
+            None
+        }
         Ok(Ok(tls)) => Some(Either::Right(Box::new(tls))),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");

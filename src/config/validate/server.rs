@@ -94,6 +94,7 @@ impl Checker<'_> {
                 }
             },
         };
+        let watch = table.boolean("watch").map_or(base.watch, |w| *w.get_ref());
         let settings = ServerSettings {
             admin: admin.as_ref().map(|(addr, _)| *addr),
             shutdown_timeout: self.duration(table, "shutdown_timeout", base.shutdown_timeout),
@@ -113,6 +114,7 @@ impl Checker<'_> {
                 base.client_body_timeout,
             ),
             send_timeout: self.positive_duration(table, "send_timeout", base.send_timeout),
+            watch,
         };
         CheckedServer { settings, admin }
     }
