@@ -210,7 +210,12 @@ pub fn parse_proxy_header(bytes: &[u8]) -> ProxyHeader {
             Some(end) if end >= V1_MAX => {
                 return ProxyHeader::Invalid(format!("PROXY v1 header longer than {V1_MAX} bytes"));
             }
-            Some(_) => {}
+            // The line must end in CRLF; the parser sees that line alone,
+            // never the bytes after it (where it could find another CR).
+            Some(end) if end == 0 || bytes[end - 1] != b'\r' => {
+                return ProxyHeader::Invalid("PROXY v1 header not ended by CRLF".into());
+            }
+            Some(end) => return parse_v1_line(&bytes[..=end]),
         }
     } else if !starts(V2_SIGNATURE) {
         return ProxyHeader::Invalid("no PROXY header".into());
@@ -258,6 +263,26 @@ pub fn parse_proxy_header(bytes: &[u8]) -> ProxyHeader {
         }
         HeaderResult::V1(Err(e)) => ProxyHeader::Invalid(format!("bad PROXY v1 header: {e}")),
         HeaderResult::V2(Err(e)) => ProxyHeader::Invalid(format!("bad PROXY header: {e}")),
+    }
+}
+
+/// A whole v1 line, CRLF included.
+fn parse_v1_line(line: &[u8]) -> ProxyHeader {
+    match ppp::v1::Header::try_from(line) {
+        Ok(header) if header.header.len() == line.len() => {
+            use ppp::v1::Addresses;
+            let source = match header.addresses {
+                Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                Addresses::Unknown => None,
+            };
+            ProxyHeader::Done {
+                len: line.len(),
+                source,
+            }
+        }
+        Ok(_) => ProxyHeader::Invalid("bad PROXY v1 header".into()),
+        Err(e) => ProxyHeader::Invalid(format!("bad PROXY v1 header: {e}")),
     }
 }
 
@@ -411,6 +436,9 @@ mod tests {
             b"PROXY TCP9 1.2.3.4 1.2.3.4 1 2\r\n",
             b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\nGET / HTTP/1.1\r\n\r\n",
             b"PROXY TCP4 1.2.3.4\r\n",
+            // Found by the fuzzer: a line ended by LF alone, then a request.
+            b"PROXY TCP6 34f8::7 ::1 40 6 \n",
+            b"PROXY TCP6 34f8::7 ::1 40 6 \nGET / HTTP/1.1\r\n\r\n",
         ] {
             assert!(
                 matches!(parse_proxy_header(bytes), ProxyHeader::Invalid(_)),
