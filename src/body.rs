@@ -37,7 +37,7 @@ enum Kind {
     Empty,
     Text(Option<Bytes>),
     /// An upstream's body, and its connection to give back at the end.
-    Upstream(Incoming, Option<Reuse>),
+    Upstream(Incoming, Option<Reuse>, Stall),
     Static(hyper_staticfile::Body),
 }
 
@@ -55,7 +55,18 @@ impl ResponseBody {
     }
 
     pub fn upstream(body: Incoming, reuse: Option<Reuse>) -> Self {
-        Self::new(Kind::Upstream(body, reuse))
+        Self::new(Kind::Upstream(body, reuse, Stall::default()))
+    }
+
+    /// An upstream's body that fails once it sends nothing for `limit`
+    /// (the upstream's `read_timeout`, as nginx's `proxy_read_timeout`
+    /// counts between two reads).
+    pub fn upstream_within(body: Incoming, reuse: Option<Reuse>, limit: Duration) -> Self {
+        let stall = Stall {
+            limit: Some(limit),
+            timer: None,
+        };
+        Self::new(Kind::Upstream(body, reuse, stall))
     }
 
     pub fn static_file(body: hyper_staticfile::Body) -> Self {
@@ -83,7 +94,7 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         // Bodyless answers (HEAD, 204, 304) and bodies the server knew were
         // complete without a last poll still free their connection.
-        if let Kind::Upstream(body, reuse) = &mut self.kind
+        if let Kind::Upstream(body, reuse, _) = &mut self.kind
             && body.is_end_stream()
             && let Some(reuse) = reuse.take()
         {
@@ -108,8 +119,29 @@ impl Body for ResponseBody {
         let frame = match &mut this.kind {
             Kind::Empty => None,
             Kind::Text(text) => text.take().map(|t| Ok(Frame::data(t))),
-            Kind::Upstream(body, reuse) => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+            Kind::Upstream(body, reuse, stall) => {
+                let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        stall.timer = None;
+                        frame
+                    }
+                    Poll::Pending => {
+                        let Some(limit) = stall.limit else {
+                            return Poll::Pending;
+                        };
+                        let timer = stall.timer.get_or_insert_with(|| Timeout::after(limit));
+                        ready!(std::future::Future::poll(Pin::new(timer), cx));
+                        stall.timer = None;
+                        let error =
+                            format!("the upstream sent nothing for {limit:?} (read_timeout)");
+                        if let Some(record) = &mut this.record {
+                            record.body_error(error.clone());
+                        }
+                        // Not given back: the connection is in an unknown state.
+                        reuse.take();
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                };
                 if frame.is_none() || body.is_end_stream() {
                     // Read to the end: the connection can serve another request.
                     if let Some(reuse) = reuse.take() {
@@ -137,7 +169,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Empty => true,
             Kind::Text(text) => text.is_none(),
-            Kind::Upstream(body, _) => body.is_end_stream(),
+            Kind::Upstream(body, _, _) => body.is_end_stream(),
             Kind::Static(body) => body.is_end_stream(),
         }
     }
@@ -146,10 +178,17 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Text(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
-            Kind::Upstream(body, _) => body.size_hint(),
+            Kind::Upstream(body, _, _) => body.size_hint(),
             Kind::Static(body) => body.size_hint(),
         }
     }
+}
+
+/// How long an upstream's body may stall, and the timer while it does.
+#[derive(Default)]
+pub struct Stall {
+    limit: Option<Duration>,
+    timer: Option<Timeout>,
 }
 
 /// A request body on its way to an upstream.

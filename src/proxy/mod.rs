@@ -196,7 +196,10 @@ async fn forward(
     let (mut parts, body) = answer.response.into_parts();
     headers::to_client(&mut parts.headers, false);
     Ok((
-        Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
+        Response::from_parts(
+            parts,
+            ResponseBody::upstream_within(body, Some(answer.reuse), upstream.config.read_timeout),
+        ),
         Some(server),
     ))
 }

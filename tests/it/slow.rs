@@ -92,3 +92,27 @@ async fn a_client_that_stops_reading_is_closed_after_send_timeout() {
         "the whole response arrived: the connection was not cut"
     );
 }
+
+/// An upstream that stops in the middle of a body: `read_timeout` counts
+/// between two reads of the body too (as nginx's `proxy_read_timeout`), so
+/// the response is cut and the client's connection closed, instead of
+/// both waiting for ever.
+#[tokio::test]
+async fn an_upstream_stalling_mid_body_is_cut_after_read_timeout() {
+    let backend = RawBackend::start("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello").await;
+    let dir = TestDir::new();
+    let toml = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.a]\nservers = [\"{}\"]\n\
+         read_timeout = \"500ms\"\n[[route]]\npath = \"/\"\nupstream = \"a\"\n",
+        backend.addr
+    );
+    let proxy = TestProxy::start(&dir, &toml).await;
+    let started = std::time::Instant::now();
+    let got = raw_exchange(proxy.http(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    assert!(got.ends_with("hello"), "{got}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the connection was not closed by read_timeout"
+    );
+}
