@@ -1,5 +1,6 @@
 //! The byte streams both sides of the proxy use: a client connection, plain
-//! or TLS, under its `send_timeout` ([`ClientStream`]), and [`End`], what a
+//! or TLS, under its `send_timeout` ([`ClientStream`]), a connection to an
+//! upstream server, plain or TLS ([`UpstreamStream`]), and [`End`], what a
 //! tunnel needs to know of either end of it.
 
 use crate::timer::Timeout;
@@ -111,6 +112,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
     }
 }
 
+/// A connection to an upstream server, plain (`Left`) or TLS (`Right`).
+pub type UpstreamStream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+
 /// Idle time before the kernel's first keep-alive probe.
 pub const PROBE_IDLE: Duration = Duration::from_secs(60);
 
@@ -143,6 +147,19 @@ impl End for TcpStream {
 impl End for ClientStream {
     fn shutdown_before_close(&self) -> bool {
         matches!(self.inner, Either::Right(_))
+    }
+}
+
+impl End for UpstreamStream {
+    fn shutdown_before_close(&self) -> bool {
+        matches!(self, Either::Right(_))
+    }
+
+    fn send_keepalive_probes(&self) {
+        match self {
+            Either::Left(tcp) => tcp.send_keepalive_probes(),
+            Either::Right(tls) => tls.get_ref().0.send_keepalive_probes(),
+        }
     }
 }
 

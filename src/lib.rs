@@ -29,10 +29,13 @@
 //!   forwarding, the header policy
 //!   ([`proxy::headers`]) and the WebSocket handshake relay
 //!   ([`proxy::upgrade`]).
-//! - [`upstream`]: talking to an upstream's servers: server choice and
-//!   timeouts, keep-alive connections per server ([`upstream::pool`]).
+//! - [`upstream`]: talking to an upstream's servers: balancing
+//!   ([`upstream::balance`]), each server's shared state, health and
+//!   handshake queue, TLS and DNS to the servers, the upgrade's upstream leg
+//!   ([`upstream::handshake`]), keep-alive connections ([`upstream::pool`]).
 //! - [`ws`]: WebSocket tunnels after the `101`: the relay ([`ws::relay`])
-//!   with idle timeout and counters.
+//!   with idle timeout and counters, frame boundaries and the proxy's own
+//!   Close frames (for rebalancing).
 //! - [`static_files`]: `root` routes.
 //! - [`body`], [`access`], [`error`]: bodies, the access record, error
 //!   responses; [`access_log`]: where access events go.

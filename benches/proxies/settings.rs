@@ -22,10 +22,16 @@ pub enum Workload {
     HandshakeWss,
     /// 9,500 idle tunnels held: memory per tunnel, echo p99 at 1,000 and 9,500.
     Hold,
+    /// A reconnect storm: 5,000 clients at once against a backend that
+    /// accepts 1,000 handshakes/s, no handshake queue in the proxy.
+    Storm,
+    /// The same storm with the proxy's handshake queue (Switchyard's
+    /// `max_handshakes`, HAProxy's server `maxconn` + queue).
+    StormQueued,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 9] = [
         Workload::Http,
         Workload::HttpLog,
         Workload::Echo,
@@ -33,6 +39,8 @@ impl Workload {
         Workload::HandshakeWs,
         Workload::HandshakeWss,
         Workload::Hold,
+        Workload::Storm,
+        Workload::StormQueued,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +52,8 @@ impl Workload {
             Workload::HandshakeWs => "handshake-ws",
             Workload::HandshakeWss => "handshake-wss",
             Workload::Hold => "hold",
+            Workload::Storm => "storm",
+            Workload::StormQueued => "storm-queued",
         }
     }
 
@@ -57,6 +67,8 @@ impl Workload {
             Workload::HandshakeWs => "WS handshakes ws://",
             Workload::HandshakeWss => "WS handshakes wss://",
             Workload::Hold => "9,500 held tunnels",
+            Workload::Storm => "Storm: 5,000 at once, backend 1,000 hs/s",
+            Workload::StormQueued => "Storm, with the proxy's handshake queue",
         }
     }
 
@@ -67,6 +79,7 @@ impl Workload {
             Workload::Echo => "msg/s",
             Workload::Bulk => "MB/s",
             Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
+            Workload::Storm | Workload::StormQueued => "conn/s",
             Workload::Hold => "",
         }
     }
@@ -78,6 +91,7 @@ impl Workload {
             Workload::Echo => "µs/msg",
             Workload::Bulk => "ms/MB",
             Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
+            Workload::Storm | Workload::StormQueued => "µs/conn",
             Workload::Hold => "",
         }
     }
@@ -92,10 +106,12 @@ impl Workload {
             "handshake-ws" => vec![Workload::HandshakeWs],
             "handshake-wss" => vec![Workload::HandshakeWss],
             "hold" => vec![Workload::Hold],
+            "storm" => vec![Workload::Storm, Workload::StormQueued],
+            "storm-queued" => vec![Workload::StormQueued],
             other => {
                 return Err(format!(
                     "unknown workload {other:?} (http, http-log, echo, bulk, handshake, \
-                     handshake-ws, handshake-wss, hold)"
+                     handshake-ws, handshake-wss, hold, storm, storm-queued)"
                 ));
             }
         })
@@ -143,13 +159,16 @@ impl TargetKind {
     /// Whether this target takes part in `workload`.
     pub fn serves(self, workload: Workload) -> bool {
         match self {
-            TargetKind::Direct => {
-                workload != Workload::HandshakeWss && workload != Workload::HttpLog
-            }
             TargetKind::BareHyper => workload == Workload::Http,
+            // nginx has no queue of its own to turn on.
+            TargetKind::Nginx => workload != Workload::StormQueued,
+            TargetKind::Direct => !matches!(
+                workload,
+                Workload::HandshakeWss | Workload::StormQueued | Workload::HttpLog
+            ),
             // HAProxy logs only to syslog: no file of its own to compare.
             TargetKind::Haproxy => workload != Workload::HttpLog,
-            TargetKind::Switchyard | TargetKind::Nginx => true,
+            TargetKind::Switchyard => true,
         }
     }
 

@@ -198,7 +198,7 @@ async fn forward(
     Ok((
         Response::from_parts(
             parts,
-            ResponseBody::upstream_within(body, Some(answer.reuse), upstream.config.read_timeout),
+            ResponseBody::upstream_within(body, answer.reuse, upstream.config.read_timeout),
         ),
         Some(server),
     ))
@@ -236,6 +236,9 @@ fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let Some(seconds) = error.retry_after() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     if matches!(
         error,
         ProxyError::BadRequest(_)

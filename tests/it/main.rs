@@ -2,18 +2,25 @@
 //! loopback sockets on port 0.
 
 mod acme;
+mod balance;
 mod certs;
 mod chat;
 mod common;
+mod fleet;
 mod forwarding;
+mod health;
 mod hostile;
 mod limits;
 mod metrics;
 mod pebble;
 mod proxy_protocol;
+mod queue;
+mod rebalance;
 mod reload;
+mod resolve;
 mod slow;
 mod static_files;
 mod tls;
+mod upstream_tls;
 mod watch;
 mod websocket;
