@@ -19,10 +19,11 @@
 //! HTTP/2 connection.
 //!
 //! Knobs: `BENCH_ROUNDS` (3), `BENCH_SECONDS` per measurement (5),
-//! `BENCH_ONLY` (comma list: http, echo, bulk, handshake, handshake-ws,
-//! handshake-wss, hold; h2 = http2, echo-h2, bulk-wss, bulk-h2, hold-h2),
-//! `BENCH_TARGETS` (direct, switchyard, nginx, haproxy, bare-hyper),
-//! `BENCH_KEEP_TMP` (keep the generated configurations and logs).
+//! `BENCH_ONLY` (comma list: http, http-log, echo, bulk, handshake,
+//! handshake-ws, handshake-wss, hold, storm, storm-queued; h2 = http2,
+//! echo-h2, bulk-wss, bulk-h2, hold-h2), `BENCH_TARGETS` (direct,
+//! switchyard, nginx, haproxy, bare-hyper), `BENCH_KEEP_TMP` (keep the
+//! generated configurations and logs).
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it only runs its
 //! self-checks.
@@ -344,6 +345,11 @@ fn suite() -> Result<(), String> {
                     .iter_mut()
                     .find(|t| t.kind == kind)
                     .ok_or("internal: target vanished")?;
+                // Only the access-log workload runs with one: a restart
+                // with the other configuration when it changes.
+                if let Err(e) = target.set_access_log(*workload == Workload::HttpLog) {
+                    eprintln!("  {workload} → {kind}: {e}");
+                }
                 let t0 = Instant::now();
                 let result = if workload.is_hold() {
                     hold::measure(&runner, round, *workload, target)
@@ -482,6 +488,14 @@ fn document(results: &report::Results, settings: &Settings, run: &Run) -> String
     out.push_str(&results.main_table());
     out.push('\n');
     out.push_str(&results.hold_table());
+    let costs = results.access_log_cost();
+    if !costs.is_empty() {
+        out.push_str("\nAccess log to a file, CPU per request with it ÷ without (same run):");
+        for (target, cost) in costs {
+            out.push_str(&format!(" {target} {cost:.2}×;"));
+        }
+        out.push('\n');
+    }
     out.push_str("\n### Where Switchyard misses the bar (the better of nginx and HAProxy)\n\n");
     let misses = results.verdict();
     if misses.is_empty() {

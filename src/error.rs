@@ -32,6 +32,12 @@ pub enum ProxyError {
     OriginForbidden { origin: String },
     #[error("CONNECT {what} is not supported: only WebSockets over HTTP/2 (RFC 8441)")]
     UnsupportedConnect { what: String },
+    #[error("client over max_connections_per_ip ({limit})")]
+    OverIpCap { limit: usize },
+    #[error("the request body sent nothing for {timeout:?} (client_body_timeout)")]
+    BodyTimeout { timeout: Duration },
+    #[error("the request body broke off: {0}")]
+    ClientBody(String),
 
     // --- upstream side ---
     #[error("upstream {upstream}: cannot connect to {server}: {source}")]
@@ -101,6 +107,7 @@ impl ProxyError {
             | HeadTooLarge { .. }
             | OriginForbidden { .. }
             | UnsupportedConnect { .. } => Side::Client,
+            OverIpCap { .. } | BodyTimeout { .. } | ClientBody(_) => Side::Client,
             Connect { .. }
             | ConnectTimeout { .. }
             | ResponseTimeout { .. }
@@ -122,6 +129,9 @@ impl ProxyError {
             HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             OriginForbidden { .. } => StatusCode::FORBIDDEN,
             UnsupportedConnect { .. } => StatusCode::NOT_IMPLEMENTED,
+            OverIpCap { .. } => StatusCode::TOO_MANY_REQUESTS,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ClientBody(_) => StatusCode::BAD_REQUEST,
             Connect { .. }
             | Broken { .. }
             | ConnectionLost { .. }
@@ -144,6 +154,15 @@ impl ProxyError {
                 MISSING_HOST => "400 bad request: missing Host header\n",
                 BAD_WEBSOCKET_KEY => "400 bad request: bad Sec-WebSocket-Key\n",
                 BAD_WEBSOCKET_VERSION => "400 bad request: missing Sec-WebSocket-Version\n",
+                TWO_HOSTS => "400 bad request: two Host headers\n",
+                BAD_HOST => "400 bad request: Host is not host[:port]\n",
+                HOST_DISAGREES => "400 bad request: Host disagrees with the request target\n",
+                BAD_TARGET => {
+                    "400 bad request: the request target is not /path, an absolute URL or * (OPTIONS)\n"
+                }
+                BAD_TRANSFER_ENCODING => {
+                    "400 bad request: chunked more than once in Transfer-Encoding\n"
+                }
                 _ => "400 bad request\n",
             },
             HeadTooLarge { .. } => "431 request header fields too large\n",
@@ -151,6 +170,9 @@ impl ProxyError {
             UnsupportedConnect { .. } => {
                 "501 not implemented: CONNECT is only for WebSockets over HTTP/2\n"
             }
+            OverIpCap { .. } => "429 too many connections from your address\n",
+            BodyTimeout { .. } => "408 request timeout: the request body stalled\n",
+            ClientBody(_) => "400 bad request: the request body broke off or was malformed\n",
             Connect { .. } | Broken { .. } | ConnectionLost { .. } => {
                 "502 bad gateway: upstream unreachable or broken\n"
             }
@@ -195,6 +217,17 @@ pub const BAD_WEBSOCKET_VERSION: &str = "WebSocket over HTTP/2 without Sec-WebSo
 /// Reason given when a WebSocket upgrade has no usable `Sec-WebSocket-Key`.
 pub const BAD_WEBSOCKET_KEY: &str = "WebSocket upgrade without a valid Sec-WebSocket-Key";
 
+/// Reason given for a second `Host` header (RFC 9112 §3.2).
+pub const TWO_HOSTS: &str = "two Host headers";
+/// Reason given for a `Host` that is not `host[:port]`.
+pub const BAD_HOST: &str = "Host is not host[:port]";
+/// Reason given when an absolute-form target names another host than `Host`.
+pub const HOST_DISAGREES: &str = "Host disagrees with the request target";
+/// Reason given for a target that is not origin-form, absolute-form or `*`.
+pub const BAD_TARGET: &str = "the request target is not /path, an absolute URL or * (OPTIONS)";
+/// Reason given for `Transfer-Encoding: chunked, chunked`.
+pub const BAD_TRANSFER_ENCODING: &str = "chunked more than once in Transfer-Encoding";
+
 /// Errors while running a whole proxy (start-up, reload), as opposed to
 /// serving one request.
 #[derive(Debug, thiserror::Error)]
@@ -211,4 +244,6 @@ pub enum RunError {
     Signals(#[source] std::io::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
+    #[error("{0}")]
+    AccessLog(String),
 }

@@ -15,18 +15,19 @@
 //! - [`lifecycle`]: start, SIGHUP reload, SIGTERM drain; owns the sockets.
 //! - [`state`]: what connections share; the swappable configuration
 //!   [`state::Generation`].
-//! - [`server`]: accept loops, then each connection in its own task: the TLS
-//!   handshake ([`tls`]), then HTTP/1.1 (`server::http1`) or, when ALPN chose
-//!   `h2`, HTTP/2 (`server::http2`).
+//! - [`server`]: accept loops, then each connection in its own task: the
+//!   connection cap, the PROXY header and per-address caps
+//!   ([`server::accept`]), the TLS handshake ([`tls`]), then HTTP/1.1
+//!   (`server::http1`) or, when ALPN chose `h2`, HTTP/2 (`server::http2`).
 //! - [`certs`]: which certificate a handshake gets (SNI), and keeping them
 //!   current: rotated files, ACME ([`certs::acme`]); [`watch`]: files that
 //!   change on disk (certificates, the route file).
 //! - [`io`]: the byte streams both sides use (client connections plain or
 //!   TLS, what a tunnel needs of each end).
 //! - [`router`]: host and longest-prefix matching, pure.
-//! - [`proxy`]: one request: checks, forwarding, the header policy
-//!   ([`proxy::headers`]), the WebSocket handshake relay
-//!   ([`proxy::upgrade`]) and its HTTP/2 form, RFC 8441
+//! - [`proxy`]: one request: the head checks ([`proxy::checks`]),
+//!   forwarding, the header policy ([`proxy::headers`]), the WebSocket
+//!   handshake relay ([`proxy::upgrade`]) and its HTTP/2 form, RFC 8441
 //!   ([`proxy::connect`]).
 //! - [`upstream`]: talking to an upstream's servers: balancing
 //!   ([`upstream::balance`]), each server's shared state, health and
@@ -36,7 +37,8 @@
 //!   with idle timeout and counters, frame boundaries and the proxy's own
 //!   Close frames (for rebalancing).
 //! - [`static_files`]: `root` routes.
-//! - [`body`], [`access`], [`error`]: bodies, the access log, error responses.
+//! - [`body`], [`access`], [`error`]: bodies, the access record, error
+//!   responses; [`access_log`]: where access events go.
 //! - [`metrics`] and [`admin`]: Prometheus series and the admin listener.
 //! - [`workers`]: one single-threaded runtime per core; [`timer`]: each
 //!   worker's coarse timeouts.
@@ -46,6 +48,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
 pub mod bench;
 pub mod body;

@@ -266,9 +266,14 @@ pub async fn run_watching(config: Config, watch: bool) -> Result<(), RunError> {
     // Signals are caught before the first listener is announced, so a
     // supervisor that signals as soon as it sees `listening on` is heard.
     let signals = Signals::install()?;
+    crate::access_log::configure(&config.server.access_log, config.server.log_format)
+        .map_err(RunError::AccessLog)?;
     let mut proxy = Proxy::start(config).await?;
     proxy.watch_always = watch;
-    proxy.run_until_stopped(signals).await
+    let result = proxy.run_until_stopped(signals).await;
+    // What the access log still buffers goes to its file before exit.
+    crate::access_log::finish();
+    result
 }
 
 /// The signals a running proxy answers.
@@ -276,6 +281,8 @@ pub struct Signals {
     hangup: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
+    /// SIGUSR1: reopen the access log file (logrotate's `postrotate`).
+    reopen: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -285,6 +292,7 @@ impl Signals {
             hangup: signal(SignalKind::hangup()).map_err(RunError::Signals)?,
             terminate: signal(SignalKind::terminate()).map_err(RunError::Signals)?,
             interrupt: signal(SignalKind::interrupt()).map_err(RunError::Signals)?,
+            reopen: signal(SignalKind::user_defined1()).map_err(RunError::Signals)?,
         })
     }
 }
@@ -298,10 +306,17 @@ impl Proxy {
             tokio::select! {
                 _ = signals.hangup.recv() => {
                     match self.reload().await {
-                        Ok(report) => tracing::info!("configuration reloaded: {report}"),
+                        Ok(report) => {
+                            tracing::info!("configuration reloaded: {report}");
+                            self.configure_access_log();
+                        }
                         Err(error) => log_reload_failure(&error),
                     }
                     watch.reset();
+                }
+                _ = signals.reopen.recv() => {
+                    crate::access_log::reopen();
+                    tracing::info!("access log reopened");
                 }
                 () = watch.tick() => self.reload_if_changed(&mut watch).await,
                 _ = signals.terminate.recv() => break,
@@ -331,13 +346,22 @@ impl Proxy {
         RouteFileWatch::new(&self.state.current().config.path, self.watch_always)
     }
 
+    /// Send access events where the configuration in force says.
+    fn configure_access_log(&self) {
+        let server = &self.state.current().config.server;
+        if let Err(e) = crate::access_log::configure(&server.access_log, server.log_format) {
+            tracing::error!("{e}; access lines go where they went before");
+        }
+    }
+
     async fn reload_if_changed(&self, watch: &mut RouteFileWatch) {
         if !watch.changed(self.state.current().config.server.watch) {
             return;
         }
         match self.reload().await {
             Ok(report) => {
-                tracing::info!("configuration reloaded (the route file changed on disk): {report}")
+                tracing::info!("configuration reloaded (the route file changed on disk): {report}");
+                self.configure_access_log();
             }
             Err(error) => log_reload_failure(&error),
         }

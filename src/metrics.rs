@@ -121,6 +121,10 @@ pub struct Metrics {
     accept_errors: Family<KindLabels, Counter>,
     http_connections: Family<HttpLabels, Counter>,
     http2_goaways: Family<ReasonLabels, Counter>,
+    connections_open: Gauge,
+    max_connections_reached: Counter,
+    over_ip_cap: Family<ListenerLabels, Counter>,
+    proxy_header_errors: Family<ListenerLabels, Counter>,
     acme_renewals: Family<ResultLabels, Counter>,
     certificates: Arc<ExpiryCollector>,
     fleet: FleetFamilies,
@@ -283,6 +287,30 @@ impl Metrics {
              (enhance_your_calm: the rapid-reset and flood defences)",
             http2_goaways.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open in the process, tunnels included (what max_connections caps)",
+            connections_open.clone(),
+        );
+        let max_connections_reached = Counter::default();
+        registry.register(
+            "max_connections_reached",
+            "Times accepting paused because max_connections client connections were open",
+            max_connections_reached.clone(),
+        );
+        let over_ip_cap = Family::default();
+        registry.register(
+            "connections_over_ip_cap",
+            "Connections over max_connections_per_ip, whose requests were answered 429, by listener",
+            over_ip_cap.clone(),
+        );
+        let proxy_header_errors = Family::default();
+        registry.register(
+            "proxy_header_errors",
+            "Connections closed for a missing, invalid or late PROXY protocol header, by listener",
+            proxy_header_errors.clone(),
+        );
         let fleet = FleetFamilies::register(&mut registry);
         let acme_renewals = Family::default();
         registry.register(
@@ -310,6 +338,10 @@ impl Metrics {
             accept_errors,
             http_connections,
             http2_goaways,
+            connections_open,
+            max_connections_reached,
+            over_ip_cap,
+            proxy_header_errors,
         }
     }
 
@@ -534,6 +566,33 @@ impl prometheus_client::collector::Collector for ExpiryCollector {
             family.metric_type(),
         )?;
         family.encode(metric)
+    }
+}
+
+impl Metrics {
+    /// Gauge of client connections open in the process.
+    pub fn connections_open(&self) -> &Gauge {
+        &self.connections_open
+    }
+
+    pub fn max_connections_reached(&self) {
+        self.max_connections_reached.inc();
+    }
+
+    pub fn over_ip_cap(&self, listener: &str) {
+        self.over_ip_cap
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn proxy_header_error(&self, listener: &str) {
+        self.proxy_header_errors
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .inc();
     }
 }
 

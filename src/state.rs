@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Context;
 use tokio_util::sync::{
     CancellationToken, WaitForCancellationFuture, WaitForCancellationFutureOwned,
@@ -40,6 +40,8 @@ pub struct State {
     pub hard_stop: Signal,
     /// How many worker threads serve traffic.
     pub workers: usize,
+    /// Client connections open in the process, for `max_connections`.
+    pub connections: ConnectionCount,
     /// Every upstream server, shared by the generations that name it.
     pub fleet: Arc<Fleet>,
     /// Every listener's certificates, kept across reloads.
@@ -73,6 +75,7 @@ impl State {
             draining: Signal::default(),
             hard_stop: Signal::default(),
             workers,
+            connections: ConnectionCount::default(),
             certs,
         }
     }
@@ -219,6 +222,48 @@ fn tls_settings(config: &Config, certs: &Store) -> Vec<(ListenerKey, Arc<rustls:
             }
         })
         .collect()
+}
+
+/// Client connections open in the whole process (tunnels included), with
+/// the slots accept loops have taken for the connection they are about to
+/// accept: together they never pass `max_connections`.
+#[derive(Default)]
+pub struct ConnectionCount {
+    taken: AtomicUsize,
+    /// Woken whenever a slot is given back.
+    freed: tokio::sync::Notify,
+}
+
+impl ConnectionCount {
+    /// Take a slot if fewer than `cap` are taken (`0`: no cap).
+    pub fn try_take(&self, cap: usize) -> bool {
+        if cap == 0 {
+            self.taken.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Give a slot back.
+    pub fn give_back(&self) {
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
+
+    /// Resolves after the next [`ConnectionCount::give_back`]; create it
+    /// before checking, so a slot freed in between is not missed.
+    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
+    }
+
+    /// Slots taken now.
+    pub fn taken(&self) -> usize {
+        self.taken.load(Ordering::Acquire)
+    }
 }
 
 /// A one-way signal: given once, seen by every connection and tunnel.

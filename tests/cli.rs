@@ -474,7 +474,7 @@ servers = ["127.0.0.1:3000"]
 path = "/"
 upstream = "chat"
 "#,
-        &["{file}:3:1: unknown key \"colour\" in [[listener]]; known keys: bind, http2, tls"],
+        &["{file}:3:1: unknown key \"colour\" in [[listener]]; known keys: bind, http2, max_connections_per_ip, proxy_protocol, tls"],
     )
     .await;
 }
@@ -488,9 +488,13 @@ async fn validate_reports_every_unknown_key_and_wrong_type_at_once() {
 wokers = 2
 shutdown_timeout = 30
 
+[servr]
+admin = "x"
+
 [[listener]]
 bind = "127.0.0.1:0"
 tsl = { cert = "a", key = "b" }
+proxy_protocl = true
 
 [upstream.chat]
 servers = ["127.0.0.1:3000"]
@@ -500,15 +504,53 @@ conect_timeout = "1s"
 path = "/"
 upstream = "nope"
 idle_timeout = "10"
+hosts = "x"
 "#,
         &[
-            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: admin, client_header_timeout, log_format, shutdown_delay, shutdown_timeout, watch, workers",
+            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: access_log, admin, client_body_timeout, client_header_timeout, log_format, max_connections, send_timeout, shutdown_delay, shutdown_timeout, watch, workers",
             "{file}:3:20: shutdown_timeout: expected a duration such as \"30s\", found a number (30)",
-            "{file}:7:1: unknown key \"tsl\" in [[listener]] (did you mean \"tls\"?); known keys: bind, http2, tls",
-            "{file}:9:1: upstream \"chat\" is not used by any route",
-            "{file}:11:1: unknown key \"conect_timeout\" in [upstream.chat] (did you mean \"connect_timeout\"?); known keys: balance, connect_timeout, hash_key, health, max_handshakes, queue_timeout, read_timeout, rebalance_rate, resolve_interval, servers, tls",
-            "{file}:15:12: no upstream named \"nope\" (defined: chat)",
-            "{file}:16:16: duration \"10\" needs a unit: write it like \"250ms\", \"30s\", \"5m\" or \"1h\"",
+            "{file}:5:2: unknown key \"servr\" in the route file (did you mean \"server\"?); known keys: listener, route, server, upstream",
+            "{file}:10:1: unknown key \"tsl\" in [[listener]] (did you mean \"tls\"?); known keys: bind, http2, max_connections_per_ip, proxy_protocol, tls",
+            "{file}:11:1: unknown key \"proxy_protocl\" in [[listener]] (did you mean \"proxy_protocol\"?); known keys: bind, http2, max_connections_per_ip, proxy_protocol, tls",
+            "{file}:13:1: upstream \"chat\" is not used by any route",
+            "{file}:15:1: unknown key \"conect_timeout\" in [upstream.chat] (did you mean \"connect_timeout\"?); known keys: balance, connect_timeout, hash_key, health, max_handshakes, queue_timeout, read_timeout, rebalance_rate, resolve_interval, servers, tls",
+            "{file}:19:12: no upstream named \"nope\" (defined: chat)",
+            "{file}:20:16: duration \"10\" needs a unit: write it like \"250ms\", \"30s\", \"5m\" or \"1h\"",
+            "{file}:21:1: unknown key \"hosts\" in [[route]] (did you mean \"host\"?); known keys: allow_origins, host, idle_timeout, path, root, upstream",
+        ],
+    )
+    .await;
+}
+
+/// The keys of the hardening: each validated with its position.
+#[tokio::test]
+async fn validate_checks_the_limit_and_log_keys() {
+    assert_invalid(
+        r#"[server]
+max_connections = -1
+access_log = "no/such/folder/access.log"
+client_body_timeout = "0s"
+send_timeout = 5
+
+[[listener]]
+bind = "127.0.0.1:0"
+proxy_protocol = "yes"
+max_connections_per_ip = 2000000
+
+[upstream.chat]
+servers = ["127.0.0.1:3000"]
+
+[[route]]
+path = "/"
+upstream = "chat"
+"#,
+        &[
+            "{file}:2:19: max_connections must be between 0 (no cap) and 1000000",
+            "{file}:3:14: access_log: folder {dir}/no/such/folder does not exist",
+            "{file}:4:23: must be longer than zero",
+            "{file}:5:16: send_timeout: expected a duration such as \"30s\", found a number (5)",
+            "{file}:9:18: proxy_protocol: expected true or false, found a string (\"yes\")",
+            "{file}:10:26: max_connections_per_ip must be between 0 (no cap) and 1000000",
         ],
     )
     .await;

@@ -9,6 +9,9 @@ use std::fmt;
 pub enum Workload {
     /// Small HTTP GETs over keep-alive connections (wrk, else `switchyard bench http`).
     Http,
+    /// The same, with the proxy writing an access log file (Switchyard's
+    /// `access_log = FILE`, nginx's `access_log FILE buffer=64k`).
+    HttpLog,
     /// WebSocket echo: 64 connections, 64-byte messages, one in flight each.
     Echo,
     /// WebSocket bulk: 4 connections streaming 64 KiB messages both ways.
@@ -38,8 +41,9 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 13] = [
+    pub const ALL: [Workload; 14] = [
         Workload::Http,
+        Workload::HttpLog,
         Workload::Echo,
         Workload::Bulk,
         Workload::HandshakeWs,
@@ -77,6 +81,7 @@ impl Workload {
     pub fn name(self) -> &'static str {
         match self {
             Workload::Http => "http",
+            Workload::HttpLog => "http-log",
             Workload::Echo => "echo",
             Workload::Bulk => "bulk",
             Workload::HandshakeWs => "handshake-ws",
@@ -96,6 +101,7 @@ impl Workload {
     pub fn title(self) -> &'static str {
         match self {
             Workload::Http => "HTTP GET (small body, keep-alive)",
+            Workload::HttpLog => "HTTP GET, access log to a file",
             Workload::Echo => "WS echo 64 conns × 64 B",
             Workload::Bulk => "WS bulk 4 conns × 64 KiB",
             Workload::HandshakeWs => "WS handshakes ws://",
@@ -114,7 +120,7 @@ impl Workload {
     /// Unit of the throughput column.
     pub fn rate_unit(self) -> &'static str {
         match self {
-            Workload::Http | Workload::Http2 => "req/s",
+            Workload::Http | Workload::HttpLog | Workload::Http2 => "req/s",
             Workload::Echo | Workload::EchoH2 => "msg/s",
             Workload::Bulk | Workload::BulkWss | Workload::BulkH2 => "MB/s",
             Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
@@ -126,7 +132,7 @@ impl Workload {
     /// Unit of the CPU-per-operation column.
     pub fn cpu_unit(self) -> &'static str {
         match self {
-            Workload::Http | Workload::Http2 => "µs/req",
+            Workload::Http | Workload::HttpLog | Workload::Http2 => "µs/req",
             Workload::Echo | Workload::EchoH2 => "µs/msg",
             Workload::Bulk | Workload::BulkWss | Workload::BulkH2 => "ms/MB",
             Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
@@ -138,6 +144,7 @@ impl Workload {
     fn parse(word: &str) -> Result<Vec<Workload>, String> {
         Ok(match word {
             "http" => vec![Workload::Http],
+            "http-log" => vec![Workload::HttpLog],
             "echo" => vec![Workload::Echo],
             "bulk" => vec![Workload::Bulk],
             "handshake" => vec![Workload::HandshakeWs, Workload::HandshakeWss],
@@ -154,7 +161,7 @@ impl Workload {
             "hold-h2" => vec![Workload::HoldH2],
             other => {
                 return Err(format!(
-                    "unknown workload {other:?} (http, echo, bulk, handshake, \
+                    "unknown workload {other:?} (http, http-log, echo, bulk, handshake, \
                      handshake-ws, handshake-wss, hold, storm, storm-queued; h2 = http2, \
                      echo-h2, bulk-wss, bulk-h2, hold-h2)"
                 ));
@@ -213,10 +220,14 @@ impl TargetKind {
             ),
             // The backend speaks plain ws:// and HTTP/1.1 only.
             TargetKind::Direct => {
-                !matches!(workload, Workload::HandshakeWss | Workload::StormQueued)
-                    && !Workload::H2.contains(&workload)
+                !matches!(
+                    workload,
+                    Workload::HandshakeWss | Workload::StormQueued | Workload::HttpLog
+                ) && !Workload::H2.contains(&workload)
             }
-            TargetKind::Switchyard | TargetKind::Haproxy => true,
+            // HAProxy logs only to syslog: no file of its own to compare.
+            TargetKind::Haproxy => workload != Workload::HttpLog,
+            TargetKind::Switchyard => true,
         }
     }
 

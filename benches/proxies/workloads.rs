@@ -181,7 +181,7 @@ impl Runner {
         let secs = self.secs();
         // What CPU time is divided by: operations, or MB sent for bulk.
         let divisor = match workload {
-            Workload::Http => match &self.wrk {
+            Workload::Http | Workload::HttpLog => match &self.wrk {
                 Some(wrk) => {
                     let w = self.wrk(wrk, &target.http_url())?;
                     sample.rate = Some(w.rate);
@@ -368,7 +368,7 @@ impl Runner {
         );
         // Less one: the query itself.
         let opened = (backend::counts(self.backend)?.connections - conns_before).saturating_sub(1);
-        if workload == Workload::Http {
+        if matches!(workload, Workload::Http | Workload::HttpLog) {
             sample
                 .notes
                 .push(format!("{opened} connections to the backend"));

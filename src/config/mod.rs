@@ -48,6 +48,16 @@ pub struct ServerSettings {
     pub client_header_timeout: Duration,
     /// Worker threads serving traffic (one per core by default).
     pub workers: usize,
+    /// Open client connections the process accepts at most; `0` = no cap.
+    /// Beyond it, new connections wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Where access events go.
+    pub access_log: AccessLog,
+    /// The longest a request body may stall between two reads.
+    pub client_body_timeout: Duration,
+    /// The longest a write to a client may stay blocked (a client that
+    /// does not read).
+    pub send_timeout: Duration,
     /// Reload the route file when it changes on disk (`watch`).
     pub watch: bool,
 }
@@ -61,9 +71,25 @@ impl Default for ServerSettings {
             log_format: LogFormat::Text,
             client_header_timeout: Duration::from_secs(10),
             workers: crate::workers::default_count(),
+            max_connections: 0,
+            access_log: AccessLog::Stderr,
+            client_body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             watch: false,
         }
     }
+}
+
+/// `access_log`: where access events go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    /// With the other log lines, on stderr.
+    #[default]
+    Stderr,
+    /// Nowhere: routine access events are not even formatted.
+    Off,
+    /// A file of its own, appended to, reopened on SIGUSR1.
+    File(PathBuf),
 }
 
 /// How log lines are written.
@@ -82,6 +108,10 @@ pub struct ListenerConfig {
     /// TLS listeners: ALPN offers `h2` before `http/1.1` (the `http2` key;
     /// always `false` on a plain listener).
     pub http2: bool,
+    /// Each connection starts with a PROXY protocol (v1 or v2) header.
+    pub proxy_protocol: bool,
+    /// Open connections one client address may have; `0` = no cap.
+    pub max_connections_per_ip: usize,
 }
 
 impl ListenerConfig {

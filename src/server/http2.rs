@@ -84,6 +84,7 @@ pub(super) async fn serve(io: ClientStream, peer: Peer, idle_timeout: Duration) 
     let streams = OpenStreams::new();
     let peer = Arc::new(peer.with_streams(streams.clone()));
     let state = peer.state.clone();
+    let over_ip_cap = peer.over_ip_cap.is_some();
     let (mut draining, mut hard_stop) = (
         StopSignal::new(&state.draining),
         StopSignal::new(&state.hard_stop),
@@ -106,6 +107,13 @@ pub(super) async fn serve(io: ClientStream, peer: Peer, idle_timeout: Duration) 
     // When a GOAWAY sent for idleness must have closed the connection.
     let mut closing_by: Option<Instant> = None;
     let mut graceful = false;
+    if over_ip_cap {
+        // Over max_connections_per_ip: what the client sent before the
+        // GOAWAY reaches it is answered 429, then the connection closes, as
+        // `Connection: close` does over HTTP/1.1.
+        graceful = true;
+        connection.as_mut().graceful_shutdown();
+    }
     let result = std::future::poll_fn(|cx| {
         if !graceful && draining.poll_stopped(cx) {
             // GOAWAY: streams in flight finish, no new ones are taken.

@@ -38,7 +38,7 @@ pub mod tls;
 
 pub use server::{Fleet, Goodbye, Server, TunnelLease};
 
-use crate::body::{Progress, RequestBody};
+use crate::body::{BodyTimedOut, ClientBodyError, Progress, RequestBody};
 use crate::config::{Balance, HashKey, ServerAddr, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::io::UpstreamStream;
@@ -511,10 +511,13 @@ impl Upstream {
                 timeout: self.config.read_timeout,
             },
             NoAnswer::Unsent(_) => ProxyError::ConnectionLost { upstream, server },
-            NoAnswer::Failed(source) => ProxyError::Broken {
-                upstream,
-                server,
-                source,
+            NoAnswer::Failed(source) => match client_body_failure(&source) {
+                Some(failure) => failure,
+                None => ProxyError::Broken {
+                    upstream,
+                    server,
+                    source,
+                },
             },
         }
     }
@@ -595,6 +598,23 @@ async fn resolve_loop(upstream: Weak<Upstream>, interval: Duration) {
         };
         upstream.resolve(false).await;
     }
+}
+
+/// The client's side of a failed exchange: its request body stalled or
+/// broke while it was being sent on. Then the client is at fault, not the
+/// upstream.
+fn client_body_failure(error: &hyper::Error) -> Option<ProxyError> {
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if let Some(body) = e.downcast_ref::<ClientBodyError>() {
+            return Some(match body.0.downcast_ref::<BodyTimedOut>() {
+                Some(BodyTimedOut(timeout)) => ProxyError::BodyTimeout { timeout: *timeout },
+                None => ProxyError::ClientBody(body.0.to_string()),
+            });
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// Why one attempt to send a request got no answer.

@@ -418,11 +418,11 @@ async fn other_connects_get_501_and_origins_are_checked() {
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
     assert_eq!(client.send(req).await.status, StatusCode::NOT_IMPLEMENTED);
-    // A classic CONNECT host:port.
+    // A classic CONNECT host:port: not a target a reverse proxy serves.
     let req = Request::connect(client.authority.as_str())
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
-    assert_eq!(client.send(req).await.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(client.send(req).await.status, StatusCode::BAD_REQUEST);
     // Origins.
     let got = client
         .websocket("/ws/x", &[("origin", "https://evil.example")])
