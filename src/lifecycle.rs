@@ -12,8 +12,10 @@
 //! settings it was opened with, even when its route is gone.
 //!
 //! **Stop** makes `/readyz` answer 503, keeps accepting for `shutdown_delay`,
-//! then closes the listeners, lets in-flight requests and open tunnels run
-//! for up to `shutdown_timeout`, closes what is left and returns.
+//! then closes the listeners, lets in-flight requests finish and sends each
+//! open tunnel Close 1001 at a moment of its own, spread evenly over
+//! `shutdown_spread`, for up to `shutdown_timeout`; then it closes what is
+//! left and returns.
 
 use crate::admin::Admin;
 use crate::config::{Config, ConfigErrors, ListenerKey, RouteConfig, Scheme};
@@ -193,6 +195,13 @@ impl Proxy {
         Ok(report)
     }
 
+    /// Client connections still speaking HTTP.
+    fn http_connections(&self) -> usize {
+        self.state
+            .http_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Drain and stop: the SIGTERM sequence. Returns when every connection
     /// and tunnel is closed.
     pub async fn shutdown(&self) {
@@ -205,10 +214,14 @@ impl Proxy {
             );
             tokio::time::sleep(settings.shutdown_delay).await;
         }
-        let open = self.state.tasks.len();
+        let tunnels = &self.state.tunnels;
+        tunnels.plan(Instant::now(), settings.shutdown_spread);
         tracing::info!(
-            open,
-            "draining: listeners closed; open connections have {:?} to finish",
+            tunnels = tunnels.open(),
+            http_connections = self.http_connections(),
+            "draining: listeners closed; tunnels are sent Close 1001 spread over {:?}; \
+             open connections have {:?} to finish",
+            settings.shutdown_spread,
             settings.shutdown_timeout
         );
         self.state.draining.give();
@@ -223,7 +236,8 @@ impl Proxy {
             tokio::time::timeout(settings.shutdown_timeout, self.state.tasks.wait()).await;
         if drained.is_err() {
             tracing::warn!(
-                left = self.state.tasks.len(),
+                tunnels = tunnels.open(),
+                http_connections = self.http_connections(),
                 "shutdown_timeout reached; closing the remaining connections"
             );
             self.state.hard_stop.give();

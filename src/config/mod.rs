@@ -45,6 +45,8 @@ pub struct ServerSettings {
     pub client_header_timeout: Duration,
     /// Worker threads serving traffic (one per core by default).
     pub workers: usize,
+    /// Over how long a drain spreads its goodbyes (Close 1001) to tunnels.
+    pub shutdown_spread: Duration,
 }
 
 impl Default for ServerSettings {
@@ -56,6 +58,7 @@ impl Default for ServerSettings {
             log_format: LogFormat::Text,
             client_header_timeout: Duration::from_secs(10),
             workers: crate::workers::default_count(),
+            shutdown_spread: defaults::shutdown_spread(Duration::from_secs(30)),
         }
     }
 }
@@ -196,6 +199,14 @@ pub struct ProxyRoute {
     /// An upgraded connection silent both ways this long is closed.
     pub idle_timeout: Duration,
     pub allow_origins: OriginPolicy,
+    /// A tunnel side silent this long is sent a Ping; zero: never.
+    pub ping_interval: Duration,
+    /// No frame back within this of the Ping: that side is dead.
+    pub ping_timeout: Duration,
+    /// The largest message a client may send (sum of its frames' payloads).
+    pub max_message_size: u64,
+    /// A tunnel older than this (±10 %) is closed; zero: never.
+    pub max_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +244,16 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+    pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const MAX_MESSAGE_SIZE: u64 = 16 << 20;
+    pub const MAX_LIFETIME: Duration = Duration::ZERO;
+
+    /// `shutdown_spread` when not set: the smaller of 10 s and half of
+    /// `shutdown_timeout`.
+    pub fn shutdown_spread(shutdown_timeout: Duration) -> Duration {
+        Duration::from_secs(10).min(shutdown_timeout / 2)
+    }
 }
 
 /// A line and column in the route file, both counted from 1.

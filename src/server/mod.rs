@@ -18,6 +18,7 @@ use crate::state::State;
 use crate::workers::Workers;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -194,8 +195,10 @@ async fn serve(
         return;
     };
     open.inc();
+    state.http_connections.fetch_add(1, Ordering::Relaxed);
     let peer = Arc::new(Peer::new(peer, scheme, state));
     http1::serve(io, peer.clone(), header_timeout).await;
+    peer.state.http_connections.fetch_sub(1, Ordering::Relaxed);
     open.dec();
     // An upgraded connection carries on as a tunnel, in this same task.
     if let Some(tunnel) = peer.take_tunnel() {
