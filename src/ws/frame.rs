@@ -468,7 +468,8 @@ mod tests {
             for cut in 0..=bytes.len() {
                 let mut reader = Reader::default();
                 reader.watch_pongs(4);
-                let (passed, controls, _) = relay_like(&mut reader, &[&bytes[..cut], &bytes[cut..]]);
+                let (passed, controls, _) =
+                    relay_like(&mut reader, &[&bytes[..cut], &bytes[cut..]]);
                 assert_eq!(passed, bytes, "{frame:?} cut at {cut}");
                 let read_whole = frame.opcode == opcode::CLOSE || frame.opcode == opcode::PONG;
                 if read_whole {

@@ -295,6 +295,10 @@ impl Tunnel {
                         }
                     }
                 }
+                if splice.watch.pongs != 0 {
+                    self.stats
+                        .tunnel_pongs(std::mem::take(&mut splice.watch.pongs));
+                }
                 let (wanted, ending) = (splice.watch.wants_any(), splice.watch.ending);
                 let stopped = match &mut stopping {
                     Stopping::Drain(signal) | Stopping::Hard(signal) => signal.poll_stopped(cx),
@@ -353,7 +357,12 @@ impl Tunnel {
     }
 
     /// The earliest instant the timer must look at the tunnel again.
-    fn next_deadline(&self, deadlines: &Deadlines, pings: &Pings, last_activity: Instant) -> Instant {
+    fn next_deadline(
+        &self,
+        deadlines: &Deadlines,
+        pings: &Pings,
+        last_activity: Instant,
+    ) -> Instant {
         let mut next = last_activity + self.limits.idle_timeout;
         for at in [
             match deadlines.probes {

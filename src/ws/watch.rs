@@ -327,7 +327,10 @@ mod tests {
         let mut watch = Watch::new(1);
         watch.begin(Ending::TooBig);
         let (to_client, _) = watch.take(Side::Client).unwrap();
-        assert_eq!(&payload_of(to_client.as_bytes()).1.as_slice()[..2], &[0x03, 0xF1]);
+        assert_eq!(
+            &payload_of(to_client.as_bytes()).1.as_slice()[..2],
+            &[0x03, 0xF1]
+        );
         assert_eq!(watch.own_close(Side::Upstream), None);
         let _ = watch.take(Side::Upstream).unwrap();
         assert_eq!(watch.own_close(Side::Upstream), Some(1001));

@@ -9,3 +9,4 @@ mod reload;
 mod static_files;
 mod tls;
 mod websocket;
+mod ws_frames;

@@ -151,12 +151,18 @@ impl Checker<'_> {
                     upstream: upstream.into_inner(),
                     idle_timeout,
                     allow_origins,
-                    ping_interval: ws.ping_interval.map_or(defaults::PING_INTERVAL, |d| d.into_inner()),
-                    ping_timeout: ws.ping_timeout.map_or(defaults::PING_TIMEOUT, |d| d.into_inner()),
+                    ping_interval: ws
+                        .ping_interval
+                        .map_or(defaults::PING_INTERVAL, |d| d.into_inner()),
+                    ping_timeout: ws
+                        .ping_timeout
+                        .map_or(defaults::PING_TIMEOUT, |d| d.into_inner()),
                     max_message_size: ws
                         .max_message_size
                         .map_or(defaults::MAX_MESSAGE_SIZE, |n| n.into_inner()),
-                    max_lifetime: ws.max_lifetime.map_or(defaults::MAX_LIFETIME, |d| d.into_inner()),
+                    max_lifetime: ws
+                        .max_lifetime
+                        .map_or(defaults::MAX_LIFETIME, |d| d.into_inner()),
                 }))
             }
             (None, Some(root)) => {
@@ -228,14 +234,29 @@ impl WebSocketKeys {
     /// Static routes have no tunnels: each key set there is an error.
     fn refuse_on_static(&self, checker: &Checker) {
         let spans = [
-            ("ping_interval", self.ping_interval.as_ref().map(Spanned::span)),
-            ("ping_timeout", self.ping_timeout.as_ref().map(Spanned::span)),
-            ("max_message_size", self.max_message_size.as_ref().map(Spanned::span)),
-            ("max_lifetime", self.max_lifetime.as_ref().map(Spanned::span)),
+            (
+                "ping_interval",
+                self.ping_interval.as_ref().map(Spanned::span),
+            ),
+            (
+                "ping_timeout",
+                self.ping_timeout.as_ref().map(Spanned::span),
+            ),
+            (
+                "max_message_size",
+                self.max_message_size.as_ref().map(Spanned::span),
+            ),
+            (
+                "max_lifetime",
+                self.max_lifetime.as_ref().map(Spanned::span),
+            ),
         ];
         for (key, span) in spans {
             if let Some(span) = span {
-                checker.error(span, format!("{key} applies only to routes with an upstream"));
+                checker.error(
+                    span,
+                    format!("{key} applies only to routes with an upstream"),
+                );
             }
         }
     }

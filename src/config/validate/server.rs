@@ -61,7 +61,9 @@ impl Checker<'_> {
         let shutdown_timeout = self.duration(table, "shutdown_timeout", base.shutdown_timeout);
         let shutdown_spread = match self.duration_spanned(table, "shutdown_spread") {
             None => defaults::shutdown_spread(shutdown_timeout),
-            Some(spread) if *spread.get_ref() >= shutdown_timeout && !spread.get_ref().is_zero() => {
+            Some(spread)
+                if *spread.get_ref() >= shutdown_timeout && !spread.get_ref().is_zero() =>
+            {
                 self.error_at(
                     &spread,
                     format!(
