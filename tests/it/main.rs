@@ -9,4 +9,5 @@ mod reload;
 mod static_files;
 mod tls;
 mod websocket;
+mod ws_config;
 mod ws_frames;
