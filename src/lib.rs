@@ -1,7 +1,8 @@
 //! Switchyard: a WebSocket-aware reverse proxy.
 //!
 //! It terminates TLS, routes requests by a TOML route file, relays WebSocket
-//! upgrades and then splices the two byte streams, serves static files, and
+//! upgrades and then their frames (headers read both ways, bytes never
+//! changed), serves static files, and
 //! reloads its routes on SIGHUP without dropping a connection.
 //!
 //! # Layout
@@ -24,8 +25,11 @@
 //!   ([`proxy::upgrade`]).
 //! - [`upstream`]: talking to an upstream's servers: server choice and
 //!   timeouts, keep-alive connections per server ([`upstream::pool`]).
-//! - [`ws`]: WebSocket tunnels after the `101`: the relay ([`ws::relay`])
-//!   with idle timeout and counters.
+//! - [`ws`]: WebSocket tunnels after the `101`: the frame reader
+//!   ([`ws::frame`]), the proxy's own frames ([`ws::close`]), pings
+//!   ([`ws::liveness`]), the close handshake ([`ws::watch`]), the goodbye
+//!   handle ([`ws::goodbye`]), one direction ([`ws::flow`]) and the tunnel
+//!   ([`ws::relay`]).
 //! - [`static_files`]: `root` routes.
 //! - [`body`], [`access`], [`error`]: bodies, the access log, error responses.
 //! - [`metrics`] and [`admin`]: Prometheus series and the admin listener.
