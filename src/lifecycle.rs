@@ -274,24 +274,43 @@ impl Signals {
     }
 }
 
+/// What a signal asks of a running proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// SIGHUP: re-read the route file.
+    Reload,
+    /// SIGTERM or SIGINT: drain and stop.
+    Stop,
+}
+
+impl Signals {
+    /// The next signal that asks something of the proxy.
+    pub async fn next(&mut self) -> Asked {
+        tokio::select! {
+            _ = self.hangup.recv() => Asked::Reload,
+            _ = self.terminate.recv() => Asked::Stop,
+            _ = self.interrupt.recv() => Asked::Stop,
+        }
+    }
+}
+
 impl Proxy {
     /// Serve until SIGTERM or SIGINT, reloading on SIGHUP, then drain.
     pub async fn run_until_stopped(self, mut signals: Signals) -> Result<(), RunError> {
-        loop {
-            tokio::select! {
-                _ = signals.hangup.recv() => {
-                    match self.reload().await {
-                        Ok(report) => tracing::info!("configuration reloaded: {report}"),
-                        Err(error) => log_reload_failure(&error),
-                    }
-                }
-                _ = signals.terminate.recv() => break,
-                _ = signals.interrupt.recv() => break,
-            }
+        while signals.next().await == Asked::Reload {
+            self.reload_logged().await;
         }
         tracing::info!("stop signal received");
         self.shutdown().await;
         Ok(())
+    }
+
+    /// Reload, and log what changed or why nothing did.
+    pub async fn reload_logged(&self) {
+        match self.reload().await {
+            Ok(report) => tracing::info!("configuration reloaded: {report}"),
+            Err(error) => log_reload_failure(&error),
+        }
     }
 }
 
