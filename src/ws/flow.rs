@@ -11,7 +11,7 @@
 //! in front of the next read, so it crosses in the same write as what
 //! follows it.
 
-use super::frame::{Reader, Stop};
+use super::frame::{Payload, Reader, Stop};
 use super::liveness::Side;
 use super::watch::{Ending, Watch};
 use crate::io::End;
@@ -227,13 +227,10 @@ impl Flow {
                     return Poll::Ready(Ok(()));
                 }
                 Stop::Boundary => ready!(self.own_frame(cx, to, watch, &input[pos..]))?,
-                Stop::Control {
-                    len,
-                    opcode,
-                    payload,
-                } => {
+                Stop::Control { len, opcode } => {
                     let frame = &input[pos..pos + len];
                     pos += len;
+                    let payload = Payload::of(frame);
                     if watch.control(self.from, opcode, &payload, self.shut) {
                         self.moved = true;
                         ready!(self.write(cx, to, frame, &input[pos..]))?;

@@ -115,6 +115,17 @@ pub struct Payload {
 }
 
 impl Payload {
+    /// The unmasked payload of `frame`, a whole control frame.
+    pub fn of(frame: &[u8]) -> Payload {
+        match Header::parse(frame) {
+            Some((header, at)) => {
+                let end = frame.len().min(at + header.len.min(MAX_CONTROL_PAYLOAD as u64) as usize);
+                Payload::unmasked(&frame[at..end], header.mask)
+            }
+            None => Payload::unmasked(&[], None),
+        }
+    }
+
     fn unmasked(masked: &[u8], key: Option<[u8; 4]>) -> Payload {
         let mut bytes = [0; MAX_CONTROL_PAYLOAD];
         let len = masked.len().min(MAX_CONTROL_PAYLOAD);
@@ -157,12 +168,9 @@ pub enum Stop {
     /// A frame boundary, where the caller asked to stop at one.
     Boundary,
     /// `input[pass..pass + len]` is a close frame or a candidate pong, read
-    /// whole; the caller decides whether it passes, then scans on after it.
-    Control {
-        len: usize,
-        opcode: u8,
-        payload: Payload,
-    },
+    /// whole ([`Payload::of`] unmasks it); the caller decides whether it
+    /// passes, then scans on after it.
+    Control { len: usize, opcode: u8 },
     /// The data frame starting at `pass` would take its message past the
     /// limit. Nothing from it on was scanned.
     TooBig,
@@ -224,23 +232,23 @@ impl Reader {
     /// write a frame of its own), even at the very start.
     #[inline]
     pub fn scan(&mut self, input: &[u8], to_boundary: bool) -> Scan {
+        let len = input.len();
         let mut pos = 0;
-        loop {
-            if self.remaining > 0 {
-                let left = (input.len() - pos) as u64;
-                if left < self.remaining {
-                    self.remaining -= left;
-                    return Scan {
-                        pass: input.len(),
-                        stop: Stop::End,
-                    };
-                }
-                pos += self.remaining as usize;
-                self.remaining = 0;
-            }
-            if pos == input.len() {
+        if self.remaining > 0 {
+            if (len as u64) < self.remaining {
+                self.remaining -= len as u64;
                 return Scan {
-                    pass: pos,
+                    pass: len,
+                    stop: Stop::End,
+                };
+            }
+            pos = self.remaining as usize;
+            self.remaining = 0;
+        }
+        loop {
+            if pos == len {
+                return Scan {
+                    pass: len,
                     stop: Stop::End,
                 };
             }
@@ -250,17 +258,18 @@ impl Reader {
                     stop: Stop::Boundary,
                 };
             }
-            let Some((header, header_len)) = Header::parse(&input[pos..]) else {
+            let Some((b0, payload, header)) = head(&input[pos..]) else {
                 return Scan {
                     pass: pos,
                     stop: Stop::Partial,
                 };
             };
-            if header.is_data() {
-                let size = if header.opcode == opcode::CONTINUATION {
-                    self.message.saturating_add(header.len)
+            let opcode = b0 & 0x0F;
+            if opcode <= opcode::BINARY {
+                let size = if opcode == opcode::CONTINUATION {
+                    self.message.saturating_add(payload)
                 } else {
-                    header.len
+                    payload
                 };
                 if size > self.limit {
                     return Scan {
@@ -268,39 +277,57 @@ impl Reader {
                         stop: Stop::TooBig,
                     };
                 }
-                if header.fin {
+                if b0 & 0x80 != 0 {
                     self.message = 0;
                     self.messages += 1;
                 } else {
                     self.message = size;
                 }
-            }
-            let read_whole = header.len <= MAX_CONTROL_PAYLOAD as u64
-                && (header.opcode == opcode::CLOSE
-                    || (header.opcode == opcode::PONG
+            } else if payload <= MAX_CONTROL_PAYLOAD as u64
+                && (opcode == opcode::CLOSE
+                    || (opcode == opcode::PONG
                         && self.pong_len != 0
-                        && header.len == u64::from(self.pong_len)));
-            if read_whole {
-                let len = header_len + header.len as usize;
-                let Some(frame) = input.get(pos..pos + len) else {
+                        && payload == u64::from(self.pong_len)))
+            {
+                let whole = header + payload as usize;
+                if len - pos < whole {
                     return Scan {
                         pass: pos,
                         stop: Stop::Partial,
                     };
-                };
+                }
                 return Scan {
                     pass: pos,
-                    stop: Stop::Control {
-                        len,
-                        opcode: header.opcode,
-                        payload: Payload::unmasked(&frame[header_len..], header.mask),
-                    },
+                    stop: Stop::Control { len: whole, opcode },
                 };
             }
-            pos += header_len;
-            self.remaining = header.len;
+            let left = (len - pos - header) as u64;
+            if left < payload {
+                self.remaining = payload - left;
+                return Scan {
+                    pass: len,
+                    stop: Stop::End,
+                };
+            }
+            pos += header + payload as usize;
         }
     }
+}
+
+/// The first byte, payload length and header length of the frame at the
+/// start of `bytes`, if its header is all there: [`Header::parse`] without
+/// the parts the hot path does not need.
+#[inline(always)]
+fn head(bytes: &[u8]) -> Option<(u8, u64, usize)> {
+    let (&b0, rest) = bytes.split_first()?;
+    let &b1 = rest.first()?;
+    let mask = usize::from(b1 >> 7) * 4;
+    let (payload, header) = match b1 & 0x7F {
+        126 => (u64::from(u16::from_be_bytes(array(bytes, 2)?)), 4 + mask),
+        127 => (u64::from_be_bytes(array(bytes, 2)?), 10 + mask),
+        short => (u64::from(short), 2 + mask),
+    };
+    (bytes.len() >= header).then_some((b0, payload, header))
 }
 
 #[cfg(test)]
@@ -380,13 +407,10 @@ mod tests {
                         break;
                     }
                     Stop::Boundary => unreachable!(),
-                    Stop::Control {
-                        len,
-                        opcode,
-                        payload,
-                    } => {
-                        passed.extend_from_slice(&input[pos..pos + len]);
-                        controls.push((opcode, payload.as_slice().to_vec()));
+                    Stop::Control { len, opcode } => {
+                        let frame = &input[pos..pos + len];
+                        passed.extend_from_slice(frame);
+                        controls.push((opcode, Payload::of(frame).as_slice().to_vec()));
                         pos += len;
                         boundaries.push(passed.len());
                     }
@@ -521,10 +545,9 @@ mod tests {
             Stop::Control {
                 len,
                 opcode: opcode::CLOSE,
-                payload: read,
             } => {
                 assert_eq!(len, bytes.len());
-                assert_eq!(read.as_slice(), &payload[..]);
+                assert_eq!(Payload::of(&bytes).as_slice(), &payload[..]);
             }
             other => panic!("{other:?}"),
         }

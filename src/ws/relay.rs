@@ -285,7 +285,9 @@ impl Tunnel {
                 }
                 let (up, down) = (&mut splice.up, &mut splice.down);
                 if up.heard || down.heard || up.moved || down.moved {
-                    let now = Instant::now();
+                    // A tick's precision is plenty for deadlines of seconds,
+                    // and costs no clock read per message.
+                    let now = crate::timer::coarse_now();
                     for flow in [up, down] {
                         if std::mem::take(&mut flow.heard) {
                             pings.heard(flow.from, now);
@@ -325,7 +327,7 @@ impl Tunnel {
                     goodbye = None;
                     splice.watch.begin(Ending::Goodbye);
                 }
-                while Pin::new(&mut timer).poll(cx).is_ready() {
+                while timer.poll_in_task(cx).is_ready() {
                     let now = Instant::now();
                     if let Some(closed) =
                         self.on_timer(now, &mut splice, &mut pings, &mut deadlines, last_activity)

@@ -265,9 +265,7 @@ mod tests {
         let mut reader = Reader::default();
         reader.watch_pongs(PingTag::LEN);
         match reader.scan(frame, false).stop {
-            Stop::Control {
-                opcode, payload, ..
-            } => (opcode, payload),
+            Stop::Control { opcode, .. } => (opcode, Payload::of(frame)),
             other => panic!("{other:?}"),
         }
     }
