@@ -195,6 +195,7 @@ impl Flow {
     /// Frame `input` and write it on, the proxy's frames at the boundaries
     /// where they are wanted. Ready once all of it was written, dropped or
     /// kept back as a cut unit.
+    #[inline(always)]
     fn pass_on<W: End>(
         &mut self,
         cx: &mut Context<'_>,
@@ -267,6 +268,7 @@ impl Flow {
 
     /// Write `bytes` whole. When the writer pushes back, the unwritten
     /// part and `rest` (not framed yet) wait in `pending`.
+    #[inline(always)]
     fn write<W: End>(
         &mut self,
         cx: &mut Context<'_>,

@@ -119,7 +119,9 @@ impl Payload {
     pub fn of(frame: &[u8]) -> Payload {
         match Header::parse(frame) {
             Some((header, at)) => {
-                let end = frame.len().min(at + header.len.min(MAX_CONTROL_PAYLOAD as u64) as usize);
+                let end = frame
+                    .len()
+                    .min(at + header.len.min(MAX_CONTROL_PAYLOAD as u64) as usize);
                 Payload::unmasked(&frame[at..end], header.mask)
             }
             None => Payload::unmasked(&[], None),
@@ -230,7 +232,7 @@ impl Reader {
     /// previous [`Stop::Partial`] left, put back in front). With
     /// `to_boundary`, stop at the first frame boundary (where the proxy may
     /// write a frame of its own), even at the very start.
-    #[inline]
+    #[inline(always)]
     pub fn scan(&mut self, input: &[u8], to_boundary: bool) -> Scan {
         let len = input.len();
         let mut pos = 0;

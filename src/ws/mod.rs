@@ -7,6 +7,8 @@
 //!   close handshake), pure.
 //! - [`goodbye`]: the handle that asks one tunnel to close; lifetimes.
 //! - [`flow`]: one direction of a tunnel: read, frame, write on.
+//! - [`wake`]: a waker per direction, so a wake-up runs the direction it
+//!   is for.
 //! - [`relay`]: the tunnel itself: both flows, one timer, the access event.
 
 pub mod close;
@@ -15,4 +17,5 @@ pub mod frame;
 pub mod goodbye;
 pub mod liveness;
 pub mod relay;
+pub mod wake;
 pub mod watch;

@@ -44,6 +44,7 @@ use super::close::{PingTag, code};
 use super::flow::{Flow, FlowError};
 use super::goodbye::{Goodbye, lifetime_end};
 use super::liveness::{Due, Pings, Side};
+use super::wake::Wakers;
 use super::watch::{Closer, Ending, Watch};
 use crate::io::{ClientStream, End};
 use crate::metrics::RouteStats;
@@ -170,22 +171,20 @@ impl Handover {
                 return;
             }
         };
+        // The relay budgets its own reads (and yields after a batch), so
+        // tokio's per-operation budget would only be counted for nothing.
         match client.downcast::<TokioIo<ClientStream>>() {
             Ok(client) => {
                 let (io, read_buf) = (client.io.into_inner(), client.read_buf);
-                tunnel
-                    .relay(io, read_buf, upstream, early, goodbye)
-                    .instrument(span)
-                    .await
+                let relay = tunnel.relay(io, read_buf, upstream, early, goodbye);
+                tokio::task::unconstrained(relay).instrument(span).await
             }
             // Not the stream type the server hands out: relay through
             // hyper's own wrapper.
             Err(client) => {
                 let client = TokioIo::new(client);
-                tunnel
-                    .relay(client, Bytes::new(), upstream, early, goodbye)
-                    .instrument(span)
-                    .await
+                let relay = tunnel.relay(client, Bytes::new(), upstream, early, goodbye);
+                tokio::task::unconstrained(relay).instrument(span).await
             }
         }
     }
@@ -251,6 +250,7 @@ impl Tunnel {
             down: Flow::new(Side::Upstream, detach(upstream_early), u64::MAX),
             watch: Watch::new(fastrand::u32(..)),
             stats: Some(self.stats.clone()),
+            wakers: Wakers::new(),
         };
         let mut pings = Pings::new(limits.ping_interval, limits.ping_timeout, started);
         if pings.enabled() {
@@ -513,6 +513,8 @@ pub struct Splice<A, B> {
     down: Flow,
     watch: Watch,
     stats: Option<Arc<RouteStats>>,
+    /// Each direction's own waker: a poll runs the directions woken.
+    wakers: Wakers,
 }
 
 impl<A, B> Future for Splice<A, B>
@@ -525,34 +527,41 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
         let this = &mut *self;
         let stats = this.stats.as_deref();
-        let mut up;
-        let mut down;
-        let mut rounds = 0;
-        loop {
+        let [mut run_up, mut run_down] = this.wakers.woken(cx);
+        let task = cx.waker();
+        let mut up = Poll::Pending;
+        let mut down = Poll::Pending;
+        for _ in 0..2 {
             let wanted = (
                 this.watch.wants(Side::Client),
                 this.watch.wants(Side::Upstream),
             );
-            up = this.up.poll(
-                cx,
-                &mut this.client,
-                &mut this.upstream,
-                &mut this.watch,
-                stats,
-            );
-            down = this.down.poll(
-                cx,
-                &mut this.upstream,
-                &mut this.client,
-                &mut this.watch,
-                stats,
-            );
+            // A direction with a frame of the proxy's to write runs too.
+            if run_up || wanted.1 {
+                let mut cx = Context::from_waker(this.wakers.waker(0, task));
+                up = this.up.poll(
+                    &mut cx,
+                    &mut this.client,
+                    &mut this.upstream,
+                    &mut this.watch,
+                    stats,
+                );
+            }
+            if run_down || wanted.0 {
+                let mut cx = Context::from_waker(this.wakers.waker(1, task));
+                down = this.down.poll(
+                    &mut cx,
+                    &mut this.upstream,
+                    &mut this.client,
+                    &mut this.watch,
+                    stats,
+                );
+            }
             // A frame of the proxy's queued towards a direction polled
-            // before it was: poll again, so it is written now.
-            let newly = (!wanted.0 && this.watch.wants(Side::Client))
-                || (!wanted.1 && this.watch.wants(Side::Upstream));
-            rounds += 1;
-            if !newly || rounds == 2 || up.is_ready() || down.is_ready() {
+            // before it was: run that direction again, so it goes now.
+            run_up = !wanted.1 && this.watch.wants(Side::Upstream);
+            run_down = !wanted.0 && this.watch.wants(Side::Client);
+            if !(run_up || run_down) || up.is_ready() || down.is_ready() {
                 break;
             }
         }
