@@ -242,7 +242,7 @@ impl Tunnel {
         let started = Instant::now();
         self.stats.tunnel_opened();
         self.drain.opened();
-        let limits = self.limits;
+        let limits = &self.limits;
         let mut splice = Splice {
             client,
             upstream,
@@ -355,7 +355,31 @@ impl Tunnel {
             Poll::Pending
         })
         .await;
-        self.finish(splice, closed, started).await;
+        // The last writes (a TLS close_notify, a Close still queued) get a
+        // moment, on the same timer.
+        let drained = splice.up.drained() && splice.down.drained();
+        let tls = splice.client.shutdown_before_close() || splice.upstream.shutdown_before_close();
+        if matches!(closed, Closed::Handshake | Closed::CloseTimeout) && (tls || !drained) {
+            timer.reset(Instant::now() + FINISH_WAIT);
+            let Splice {
+                client,
+                upstream,
+                up,
+                down,
+                ..
+            } = &mut splice;
+            std::future::poll_fn(|cx| {
+                let a = down.poll_finish(cx, client);
+                let b = up.poll_finish(cx, upstream);
+                if (a.is_ready() && b.is_ready()) || timer.poll_in_task(cx).is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+        self.finish(&splice, closed, started);
     }
 
     /// The earliest instant the timer must look at the tunnel again.
@@ -429,33 +453,7 @@ impl Tunnel {
 
     /// The end-of-tunnel hook: every tunnel passes here once, whatever
     /// ended it. Final writes, metrics, the access event.
-    async fn finish<A: End, B: End>(
-        self,
-        mut splice: Splice<A, B>,
-        closed: Closed,
-        started: Instant,
-    ) {
-        let drained = splice.up.drained() && splice.down.drained();
-        let tls = splice.client.shutdown_before_close() || splice.upstream.shutdown_before_close();
-        if matches!(closed, Closed::Handshake | Closed::CloseTimeout) && (tls || !drained) {
-            let Splice {
-                client,
-                upstream,
-                up,
-                down,
-                ..
-            } = &mut splice;
-            let finish = std::future::poll_fn(|cx| {
-                let a = down.poll_finish(cx, client);
-                let b = up.poll_finish(cx, upstream);
-                if a.is_ready() && b.is_ready() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            });
-            let _ = tokio::time::timeout(FINISH_WAIT, finish).await;
-        }
+    fn finish<A: End, B: End>(&self, splice: &Splice<A, B>, closed: Closed, started: Instant) {
         let duration = started.elapsed();
         let watch = &splice.watch;
         self.stats.tunnel_pongs(watch.pongs);
