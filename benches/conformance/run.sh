@@ -2,24 +2,29 @@
 # The Autobahn|Testsuite cases, run straight to a WebSocket echo backend and
 # then through Switchyard, every case's verdict compared.
 #
-#   bash benches/conformance/run.sh [KOSOKU ARGS…]      e.g. -x '12.*' -x '13.*'
+#   bash benches/conformance/run.sh [KOSOKU ARGS…]      e.g. -i '5.*' -i '7.*'
+#   BACKEND=websockets bash benches/conformance/run.sh   # Python's websockets,
+#                                                        # with permessage-deflate
 #
 # Autobahn's own runner (wstest) needs Python 2. kosoku (PyPI) drives the
 # same Autobahn case files from a Rust runner with Python 3; it is installed
 # into a virtual environment under target/. The backend is the bench suite's
-# (tokio-tungstenite, echoing every message); the proxy runs with its
+# (tokio-tungstenite, echoing every message; it has no permessage-deflate, so
+# the compression cases 12.* and 13.* are UNIMPLEMENTED) or, with
+# BACKEND=websockets, Python's websockets (which has); the proxy runs with its
 # default WebSocket settings (frames read both ways, pings every 30 s).
-# Writes target/conformance/{direct,proxy}/ (kosoku's reports) and
-# target/conformance/comparison.md; exits 1 if any case's verdict differs.
+# Writes target/conformance/BACKEND/{direct,proxy}/ (kosoku's reports) and
+# target/conformance/BACKEND/comparison.md; exits 1 if any verdict differs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-out=$root/target/conformance
+backend=${BACKEND:-tungstenite}
+out=$root/target/conformance/$backend
 venv=$root/target/conformance-venv
 mkdir -p "$out"
 if [ ! -x "$venv/bin/kosoku" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet 'kosoku==0.1.0'
+    "$venv/bin/pip" install --quiet 'kosoku==0.1.0' 'websockets==17.4'
 fi
 cargo build --release --quiet --bin switchyard
 cargo bench --bench proxies --no-run --quiet 2>/dev/null
@@ -32,8 +37,16 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-"$backend_bin" --backend "127.0.0.1:$backend_port" > "$out/backend.log" 2>&1 &
+case $backend in
+    tungstenite) "$backend_bin" --backend "127.0.0.1:$backend_port" > "$out/backend.log" 2>&1 & ;;
+    websockets) "$venv/bin/python" benches/conformance/echo_websockets.py "$backend_port" > "$out/backend.log" 2>&1 & ;;
+    *) echo "BACKEND must be tungstenite or websockets" >&2; exit 2 ;;
+esac
 pids+=($!)
+for _ in $(seq 1 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $backend_port), 0.2)" 2>/dev/null && break
+    sleep 0.1
+done
 cat > "$out/switchyard.toml" <<TOML
 [[listener]]
 bind = "127.0.0.1:$proxy_port"
