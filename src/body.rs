@@ -49,6 +49,10 @@ impl ResponseBody {
         Self::new(Kind::Text(Some(Bytes::from_static(text.as_bytes()))))
     }
 
+    pub fn bytes(bytes: Bytes) -> Self {
+        Self::new(Kind::Text(Some(bytes)))
+    }
+
     pub fn upstream(body: Incoming, reuse: Option<Reuse>) -> Self {
         Self::new(Kind::Upstream(body, reuse))
     }

@@ -2,8 +2,9 @@
 //!
 //! It terminates TLS, routes requests by a TOML route file, relays WebSocket
 //! upgrades and then their frames (headers read both ways, bytes never
-//! changed), serves static files, and
-//! reloads its routes on SIGHUP without dropping a connection.
+//! changed), serves static files, and reloads its routes on SIGHUP (or when
+//! the file changes) without dropping a connection; certificates come from
+//! files it watches or from ACME.
 //!
 //! # Layout
 //!
@@ -17,6 +18,9 @@
 //!   [`state::Generation`].
 //! - [`server`]: accept loops, then each connection in its own task: the TLS
 //!   handshake ([`tls`]) and HTTP/1.1 (`server::http1`).
+//! - [`certs`]: which certificate a handshake gets (SNI), and keeping them
+//!   current: rotated files, ACME ([`certs::acme`]); [`watch`]: files that
+//!   change on disk (certificates, the route file).
 //! - [`io`]: the byte streams both sides use (client connections plain or
 //!   TLS, what a tunnel needs of each end).
 //! - [`router`]: host and longest-prefix matching, pure.
@@ -44,6 +48,7 @@ pub mod access;
 pub mod admin;
 pub mod bench;
 pub mod body;
+pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -59,5 +64,6 @@ pub mod telemetry;
 pub mod timer;
 pub mod tls;
 pub mod upstream;
+pub mod watch;
 pub mod workers;
 pub mod ws;

@@ -32,7 +32,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the route file until SIGTERM/SIGINT; SIGHUP reloads it.
-    Run(RouteFile),
+    Run {
+        #[command(flatten)]
+        file: RouteFile,
+        /// Reload the route file whenever it changes on disk, as SIGHUP
+        /// does (the same as `[server] watch = true`).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Check a route file like `nginx -t`: exit 0 if valid, 1 if not.
     Validate(RouteFile),
     /// The built-in demo: a chat room behind the proxy, no files needed.
@@ -80,7 +87,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(RouteFile { config }) => {
+        Command::Run {
+            file: RouteFile { config },
+            watch,
+        } => {
             let config = match Config::load(&config) {
                 Ok(config) => config,
                 Err(errors) => {
@@ -90,7 +100,7 @@ fn main() -> ExitCode {
             };
             switchyard::telemetry::init(config.server.log_format);
             block_on(async {
-                switchyard::lifecycle::run(config)
+                switchyard::lifecycle::run_watching(config, watch)
                     .await
                     .map_err(|e| e.to_string())
             })

@@ -6,7 +6,8 @@
 //! atomically on reload; a request loads it once and uses that snapshot to
 //! the end, so no request ever sees half of two configurations.
 
-use crate::config::{Config, RouteConfig, RouteTarget};
+use crate::certs::Store;
+use crate::config::{Config, ListenerKey, RouteConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteStats};
 use crate::router::Router;
 use crate::static_files::StaticFiles;
@@ -45,11 +46,15 @@ pub struct State {
     pub tunnels: Arc<TunnelDrain>,
     /// Client connections speaking HTTP now (tunnels not included).
     pub http_connections: AtomicUsize,
+    /// Every listener's certificates, kept across reloads.
+    pub certs: Arc<Store>,
 }
 
 impl State {
+    /// Must run inside a Tokio runtime (certificate watchers start on it).
     pub fn new(config: Config, metrics: Arc<Metrics>, workers: usize) -> State {
-        let generation = Generation::build(1, config, None, &metrics, workers);
+        let certs = Store::new(metrics.clone());
+        let generation = Generation::build(1, config, None, &metrics, workers, &certs);
         metrics.set_generation(1);
         let (draining, hard_stop) = (Signal::default(), Signal::default());
         State {
@@ -62,6 +67,7 @@ impl State {
             hard_stop,
             workers,
             http_connections: AtomicUsize::new(0),
+            certs,
         }
     }
 
@@ -86,6 +92,8 @@ pub struct Generation {
     upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Metrics for requests no route matched.
     pub unrouted: Arc<RouteStats>,
+    /// The TLS settings of each TLS listener.
+    tls: Vec<(ListenerKey, Arc<rustls::ServerConfig>)>,
 }
 
 /// A route with its run-time parts.
@@ -112,6 +120,7 @@ impl Generation {
         previous: Option<&Generation>,
         metrics: &Arc<Metrics>,
         workers: usize,
+        certs: &Store,
     ) -> Generation {
         let upstreams: BTreeMap<String, Arc<Upstream>> = config
             .upstreams
@@ -146,7 +155,9 @@ impl Generation {
             })
             .collect::<Vec<_>>();
         let configs: Vec<Arc<RouteConfig>> = routes.iter().map(|r| r.config.clone()).collect();
+        let tls = tls_settings(&config, certs);
         Generation {
+            tls,
             number,
             router: Router::new(&configs),
             routes,
@@ -156,10 +167,37 @@ impl Generation {
         }
     }
 
+    /// The TLS settings of the listener `key`; `None` for a plain one.
+    pub fn tls(&self, key: ListenerKey) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, config)| config.clone())
+    }
+
     /// The route for a request, if any.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&ActiveRoute> {
         self.router.route(host, path).map(|i| &self.routes[i])
     }
+}
+
+/// The TLS settings of every TLS listener of `config`, from `certs`.
+fn tls_settings(config: &Config, certs: &Store) -> Vec<(ListenerKey, Arc<rustls::ServerConfig>)> {
+    certs.begin_generation();
+    config
+        .listener_keys()
+        .filter_map(|(key, listener)| {
+            let tls = listener.tls.as_ref()?;
+            let base = crate::tls::Settings::default();
+            match certs.listener(&key.to_string(), &tls.sources, base) {
+                Ok(settings) => Some((key, settings)),
+                Err(e) => {
+                    tracing::error!("listener {key}: cannot build its TLS settings: {e}");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// A one-way signal: given once, seen by every connection and tunnel.

@@ -76,6 +76,7 @@ impl Checker<'_> {
             }
             Some(spread) => spread.into_inner(),
         };
+        let watch = table.boolean("watch").map_or(base.watch, |w| *w.get_ref());
         let settings = ServerSettings {
             admin: admin.as_ref().map(|(addr, _)| *addr),
             shutdown_timeout,
@@ -88,6 +89,7 @@ impl Checker<'_> {
                 base.client_header_timeout,
             ),
             workers,
+            watch,
         };
         CheckedServer { settings, admin }
     }
