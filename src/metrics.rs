@@ -436,6 +436,19 @@ impl prometheus_client::collector::Collector for ExpiryCollector {
     }
 }
 
+/// The `code` label of a close: the codes RFC 6455 defines as they are;
+/// the ranges left to libraries (3000–3999) and applications (4000–4999)
+/// as `3xxx` and `4xxx`, and anything else as `other`, so that peers
+/// cannot grow the number of series.
+fn close_code_label(code: u16) -> String {
+    match code {
+        1000..=1015 => code.to_string(),
+        3000..=3999 => "3xxx".to_string(),
+        4000..=4999 => "4xxx".to_string(),
+        _ => "other".to_string(),
+    }
+}
+
 /// One route's series, resolved once per configuration generation.
 #[derive(Debug)]
 pub struct RouteStats {
@@ -475,7 +488,7 @@ impl RouteStats {
             .get_or_create(&CloseLabels {
                 route: self.name.to_string(),
                 by: by.to_string(),
-                code: code.to_string(),
+                code: close_code_label(code),
             })
             .inc();
         self.tunnels_open.dec();

@@ -381,13 +381,13 @@ mod tests {
         }
     }
 
+    /// Frames read whole: opcode and unmasked payload.
+    type Controls = Vec<(u8, Vec<u8>)>;
+
     /// What the relay does with a reader: feed chunks, pass bytes on, keep
-    /// partial units for the next chunk. Returns the bytes passed on and
-    /// the frames read whole, with the message count.
-    fn relay_like(
-        reader: &mut Reader,
-        chunks: &[&[u8]],
-    ) -> (Vec<u8>, Vec<(u8, Vec<u8>)>, Vec<usize>) {
+    /// partial units for the next chunk. Returns the bytes passed on, the
+    /// frames read whole and where each of those ended.
+    fn relay_like(reader: &mut Reader, chunks: &[&[u8]]) -> (Vec<u8>, Controls, Vec<usize>) {
         let mut passed = Vec::new();
         let mut controls = Vec::new();
         let mut boundaries = Vec::new();

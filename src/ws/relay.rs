@@ -251,6 +251,7 @@ impl Tunnel {
             watch: Watch::new(fastrand::u32(..)),
             stats: Some(self.stats.clone()),
             wakers: Wakers::new(),
+            ended: [false; 2],
         };
         let mut pings = Pings::new(limits.ping_interval, limits.ping_timeout, started);
         if pings.enabled() {
@@ -513,6 +514,9 @@ pub struct Splice<A, B> {
     stats: Option<Arc<RouteStats>>,
     /// Each direction's own waker: a poll runs the directions woken.
     wakers: Wakers,
+    /// This direction's end was passed on while the proxy was closing the
+    /// tunnel: it waits for the other side's answer, or its deadline.
+    ended: [bool; 2],
 }
 
 impl<A, B> Future for Splice<A, B>
@@ -535,7 +539,7 @@ where
                 this.watch.wants(Side::Upstream),
             );
             // A direction with a frame of the proxy's to write runs too.
-            if run_up || wanted.1 {
+            if (run_up || wanted.1) && !this.ended[0] {
                 let mut cx = Context::from_waker(this.wakers.waker(0, task));
                 up = this.up.poll(
                     &mut cx,
@@ -545,7 +549,7 @@ where
                     stats,
                 );
             }
-            if run_down || wanted.0 {
+            if (run_down || wanted.0) && !this.ended[1] {
                 let mut cx = Context::from_waker(this.wakers.waker(1, task));
                 down = this.down.poll(
                     &mut cx,
@@ -563,7 +567,19 @@ where
                 break;
             }
         }
-        if this.watch.complete() && this.up.drained() && this.down.drained() {
+        // While the proxy closes the tunnel, a side that closed its
+        // connection is done, and the other still has its time to answer.
+        if this.watch.ending.is_some() {
+            for (i, result) in [(0, &mut up), (1, &mut down)] {
+                if matches!(result, Poll::Ready(Ok(()))) {
+                    this.ended[i] = true;
+                    *result = Poll::Pending;
+                }
+            }
+        }
+        if this.ended == [true, true]
+            || (this.watch.complete() && this.up.drained() && this.down.drained())
+        {
             return Poll::Ready(Closed::Handshake);
         }
         match (up, down) {
