@@ -9,7 +9,8 @@
 //! - [`flow`]: one direction of a tunnel: read, frame, write on.
 //! - [`wake`]: a waker per direction, so a wake-up runs the direction it
 //!   is for.
-//! - [`relay`]: the tunnel itself: both flows, one timer, the access event.
+//! - [`splice`]: both directions polled as one future.
+//! - [`relay`]: the tunnel itself: the splice, one timer, the access event.
 
 pub mod close;
 pub mod flow;
@@ -17,5 +18,6 @@ pub mod frame;
 pub mod goodbye;
 pub mod liveness;
 pub mod relay;
+pub mod splice;
 pub mod wake;
 pub mod watch;
