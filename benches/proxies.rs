@@ -54,11 +54,18 @@ use workloads::{Runner, Sample};
 
 /// Held tunnels wanted, each taking two sockets in a proxy.
 const HOLD_TUNNELS: u64 = 9_500;
+/// Handshakes per second the storm's backend accepts.
+const STORM_BACKEND_RATE: u64 = 1_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--backend") {
-        return backend::main(args.get(i + 1).map_or("", String::as_str));
+        let rate = args
+            .iter()
+            .position(|a| a == "--handshake-rate")
+            .and_then(|j| args.get(j + 1))
+            .and_then(|r| r.parse().ok());
+        return backend::main(args.get(i + 1).map_or("", String::as_str), rate);
     }
     if let Some(i) = args.iter().position(|a| a == "--bare-hyper") {
         let arg = |n: usize| args.get(i + n).map_or("", String::as_str);
@@ -197,13 +204,15 @@ fn suite() -> Result<(), String> {
         );
     }
     let certs = certs::make(&dir)?;
-    let ports = targets::free_ports(1 + 2 * TargetKind::ALL.len())?;
+    let ports = targets::free_ports(2 + 2 * TargetKind::ALL.len())?;
     let backend_addr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let storm_addr = SocketAddr::from(([127, 0, 0, 1], ports[1 + 2 * TargetKind::ALL.len()]));
     let shared = Shared {
         dir: dir.clone(),
         cert: certs.cert.clone(),
         key: certs.key.clone(),
         backend: backend_addr,
+        storm_backend: storm_addr,
     };
 
     // The backend.
@@ -212,6 +221,20 @@ fn suite() -> Result<(), String> {
     command.arg("--backend").arg(backend_addr.to_string());
     let mut backend = Guard::spawn("backend", command, &dir.join("backend.log"), None)?;
     process::wait_for_port(backend_addr, &mut backend, Duration::from_secs(10))?;
+    // The storm's backend: 1,000 handshakes per second at most.
+    let mut command = Command::new(&exe);
+    command
+        .arg("--backend")
+        .arg(storm_addr.to_string())
+        .arg("--handshake-rate")
+        .arg(STORM_BACKEND_RATE.to_string());
+    let mut storm_backend = Guard::spawn(
+        "storm backend",
+        command,
+        &dir.join("storm-backend.log"),
+        None,
+    )?;
+    process::wait_for_port(storm_addr, &mut storm_backend, Duration::from_secs(10))?;
 
     // The targets that can run here.
     let mut skipped = Vec::new();
@@ -371,6 +394,7 @@ fn suite() -> Result<(), String> {
     println!("written to {}", out.display());
     drop(targets);
     drop(backend);
+    drop(storm_backend);
     Ok(())
 }
 

@@ -60,6 +60,22 @@ pub enum ProxyError {
     },
     #[error("upstream {upstream}: {server} closed a fresh connection before the request was sent")]
     ConnectionLost { upstream: String, server: String },
+    #[error("upstream {upstream}: no server is up")]
+    NoServerUp { upstream: String },
+    #[error(
+        "upstream {upstream}: {server} had no room for another WebSocket handshake within {waited:?} (max_handshakes)"
+    )]
+    QueueTimeout {
+        upstream: String,
+        server: String,
+        waited: Duration,
+    },
+    #[error("upstream {upstream}: {server} broke the WebSocket handshake: {reason}")]
+    Exchange {
+        upstream: String,
+        server: String,
+        reason: String,
+    },
     #[error("upstream {upstream}: {server} answered the WebSocket upgrade wrongly: {reason}")]
     BadUpgrade {
         upstream: String,
@@ -84,6 +100,9 @@ impl ProxyError {
             | ResponseTimeout { .. }
             | Broken { .. }
             | ConnectionLost { .. }
+            | NoServerUp { .. }
+            | QueueTimeout { .. }
+            | Exchange { .. }
             | BadUpgrade { .. } => Side::Upstream,
             StaticFile(_) | MissingUpstream(_) => Side::Internal,
         }
@@ -96,9 +115,13 @@ impl ProxyError {
             BadRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             OriginForbidden { .. } => StatusCode::FORBIDDEN,
-            Connect { .. } | Broken { .. } | ConnectionLost { .. } | BadUpgrade { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Connect { .. }
+            | Broken { .. }
+            | ConnectionLost { .. }
+            | BadUpgrade { .. }
+            | NoServerUp { .. }
+            | Exchange { .. } => StatusCode::BAD_GATEWAY,
+            QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ConnectTimeout { .. } | ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             StaticFile(_) | MissingUpstream(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -120,11 +143,25 @@ impl ProxyError {
             Connect { .. } | Broken { .. } | ConnectionLost { .. } => {
                 "502 bad gateway: upstream unreachable or broken\n"
             }
-            BadUpgrade { .. } => "502 bad gateway: upstream refused the WebSocket handshake\n",
+            BadUpgrade { .. } | Exchange { .. } => {
+                "502 bad gateway: upstream refused the WebSocket handshake\n"
+            }
+            NoServerUp { .. } => "502 bad gateway: no upstream server is up\n",
+            QueueTimeout { .. } => "503 service unavailable: upstream busy, try again shortly\n",
             ConnectTimeout { .. } | ResponseTimeout { .. } => {
                 "504 gateway timeout: upstream too slow\n"
             }
             StaticFile(_) | MissingUpstream(_) => "500 internal server error\n",
+        }
+    }
+
+    /// Seconds for `Retry-After`, for errors that are worth retrying.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            // Spread over a few seconds, so the clients of a storm that
+            // were turned away do not all come back at the same moment.
+            ProxyError::QueueTimeout { .. } => Some(fastrand::u64(1..=5)),
+            _ => None,
         }
     }
 

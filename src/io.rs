@@ -1,5 +1,6 @@
 //! The byte streams both sides of the proxy use: a client connection, plain
-//! or TLS ([`ClientStream`]), and [`End`], what a tunnel needs to know of
+//! or TLS ([`ClientStream`]), a connection to an upstream server, plain or
+//! TLS ([`UpstreamStream`]), and [`End`], what a tunnel needs to know of
 //! either end of it.
 
 use hyper_util::rt::TokioIo;
@@ -10,6 +11,9 @@ use tokio_util::either::Either;
 
 /// A client connection, plain (`Left`) or TLS (`Right`).
 pub type ClientStream = Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>;
+
+/// A connection to an upstream server, plain (`Left`) or TLS (`Right`).
+pub type UpstreamStream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// Idle time before the kernel's first keep-alive probe.
 pub const PROBE_IDLE: Duration = Duration::from_secs(60);
@@ -43,6 +47,19 @@ impl End for TcpStream {
 impl End for ClientStream {
     fn shutdown_before_close(&self) -> bool {
         matches!(self, Either::Right(_))
+    }
+}
+
+impl End for UpstreamStream {
+    fn shutdown_before_close(&self) -> bool {
+        matches!(self, Either::Right(_))
+    }
+
+    fn send_keepalive_probes(&self) {
+        match self {
+            Either::Left(tcp) => tcp.send_keepalive_probes(),
+            Either::Right(tls) => tls.get_ref().0.send_keepalive_probes(),
+        }
     }
 }
 

@@ -27,8 +27,10 @@
 //! - [`proxy`]: one request: checks, forwarding, the header policy
 //!   ([`proxy::headers`]) and the WebSocket handshake relay
 //!   ([`proxy::upgrade`]).
-//! - [`upstream`]: talking to an upstream's servers: server choice and
-//!   timeouts, keep-alive connections per server ([`upstream::pool`]).
+//! - [`upstream`]: talking to an upstream's servers: balancing
+//!   ([`upstream::balance`]), each server's shared state, health and
+//!   handshake queue, TLS and DNS to the servers, the upgrade's upstream leg
+//!   ([`upstream::handshake`]), keep-alive connections ([`upstream::pool`]).
 //! - [`ws`]: WebSocket tunnels after the `101`: the frame reader
 //!   ([`ws::frame`]), the proxy's own frames ([`ws::close`]), pings
 //!   ([`ws::liveness`]), the close handshake ([`ws::watch`]), the goodbye

@@ -26,6 +26,7 @@ use crate::error::RunError;
 use crate::metrics::Metrics;
 use crate::server::{self, Listener};
 use crate::state::{Generation, State};
+use crate::upstream::resolve::{Resolve, System};
 use crate::watch::RouteFileWatch;
 use crate::workers::Workers;
 use std::collections::BTreeMap;
@@ -58,6 +59,15 @@ struct Sockets {
 impl Proxy {
     /// Bind every listener of `config` and start serving.
     pub async fn start(config: Config) -> Result<Proxy, RunError> {
+        Proxy::start_with_resolver(config, Arc::new(System)).await
+    }
+
+    /// Like [`Proxy::start`], with host names in upstream `servers` resolved
+    /// by `resolver` instead of the system's resolver.
+    pub async fn start_with_resolver(
+        config: Config,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Proxy, RunError> {
         let sockets = bind_all(config.listener_keys().map(|(key, _)| key))?;
         let admin_socket = config
             .server
@@ -65,11 +75,13 @@ impl Proxy {
             .map(|addr| Ok::<_, RunError>((addr, bind(addr)?)))
             .transpose()?;
         let workers = Workers::start(config.server.workers).map_err(RunError::Workers)?;
-        let state = Arc::new(State::new(
+        let state = Arc::new(State::with_resolver(
             config,
             Arc::new(Metrics::new()),
             workers.count(),
+            resolver,
         ));
+        state.current().resolve_pending().await;
         let mut listeners = Vec::new();
         for (key, socket) in sockets {
             listeners.push(spawn_listener(socket, key, &state, &workers)?);
@@ -174,9 +186,10 @@ impl Proxy {
             next,
             Some(current),
             &self.state.metrics,
-            self.state.workers,
+            &self.state.fleet,
             &self.state.certs,
         );
+        generation.resolve_pending().await;
         report.generation = generation.number;
         self.state.install(generation);
 

@@ -57,6 +57,11 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamOnlyLabels {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: String,
 }
@@ -121,6 +126,70 @@ pub struct Metrics {
     accept_errors: Family<KindLabels, Counter>,
     acme_renewals: Family<ResultLabels, Counter>,
     certificates: Arc<ExpiryCollector>,
+    fleet: FleetFamilies,
+}
+
+/// The per-server and per-upstream series of upstream fleets.
+struct FleetFamilies {
+    server_up: Family<UpstreamLabels, Gauge>,
+    server_tunnels: Family<UpstreamLabels, Gauge>,
+    queue_length: Family<UpstreamOnlyLabels, Gauge>,
+    queue_timeouts: Family<UpstreamOnlyLabels, Counter>,
+    rebalanced: Family<UpstreamOnlyLabels, Counter>,
+}
+
+impl FleetFamilies {
+    fn register(registry: &mut Registry) -> FleetFamilies {
+        let fleet = FleetFamilies {
+            server_up: Family::default(),
+            server_tunnels: Family::default(),
+            queue_length: Family::default(),
+            queue_timeouts: Family::default(),
+            rebalanced: Family::default(),
+        };
+        registry.register(
+            "upstream_server_up",
+            "Whether an upstream server takes new work (1) or is down (0): health checks, or refused connections",
+            fleet.server_up.clone(),
+        );
+        registry.register(
+            "upstream_tunnels_open",
+            "Open WebSocket tunnels, by upstream server",
+            fleet.server_tunnels.clone(),
+        );
+        registry.register(
+            "upstream_queue_length",
+            "WebSocket handshakes waiting for their turn (max_handshakes), by upstream",
+            fleet.queue_length.clone(),
+        );
+        registry.register(
+            "upstream_queue_timeouts",
+            "WebSocket handshakes answered 503 after waiting queue_timeout, by upstream",
+            fleet.queue_timeouts.clone(),
+        );
+        registry.register(
+            "upstream_rebalanced_tunnels",
+            "Tunnels closed with 1001 to even out an upstream's servers (rebalance_rate)",
+            fleet.rebalanced.clone(),
+        );
+        fleet
+    }
+}
+
+/// One upstream server's series.
+#[derive(Clone, Debug)]
+pub struct ServerStats {
+    pub up: Gauge,
+    pub tunnels_open: Gauge,
+    pub connect_failures: Counter,
+}
+
+/// One upstream's series.
+#[derive(Clone, Debug)]
+pub struct UpstreamStats {
+    pub queue_length: Gauge,
+    pub queue_timeouts: Counter,
+    pub rebalanced: Counter,
 }
 
 impl Default for Metrics {
@@ -222,6 +291,7 @@ impl Metrics {
             "Errors accepting client connections, by kind (out-of-files, other)",
             accept_errors.clone(),
         );
+        let fleet = FleetFamilies::register(&mut registry);
         let acme_renewals = Family::default();
         registry.register(
             "acme_renewals",
@@ -231,6 +301,7 @@ impl Metrics {
         let certificates = Arc::new(ExpiryCollector::default());
         registry.register_collector(Box::new(certificates.clone()));
         Metrics {
+            fleet,
             registry,
             acme_renewals,
             certificates,
@@ -326,6 +397,43 @@ impl Metrics {
                 server: server.to_string(),
             })
             .inc();
+    }
+
+    /// Handles for one upstream server's series.
+    pub fn server(&self, upstream: &str, server: &str) -> ServerStats {
+        let labels = UpstreamLabels {
+            upstream: upstream.to_string(),
+            server: server.to_string(),
+        };
+        let stats = ServerStats {
+            up: self.fleet.server_up.get_or_create_owned(&labels),
+            tunnels_open: self.fleet.server_tunnels.get_or_create_owned(&labels),
+            connect_failures: self.connect_failures.get_or_create_owned(&labels),
+        };
+        stats.up.set(1);
+        stats
+    }
+
+    /// Drop the series of a server no configuration names any more.
+    pub fn forget_server(&self, upstream: &str, server: &str) {
+        let labels = UpstreamLabels {
+            upstream: upstream.to_string(),
+            server: server.to_string(),
+        };
+        self.fleet.server_up.remove(&labels);
+        self.fleet.server_tunnels.remove(&labels);
+    }
+
+    /// Handles for one upstream's series.
+    pub fn upstream(&self, upstream: &str) -> UpstreamStats {
+        let labels = UpstreamOnlyLabels {
+            upstream: upstream.to_string(),
+        };
+        UpstreamStats {
+            queue_length: self.fleet.queue_length.get_or_create_owned(&labels),
+            queue_timeouts: self.fleet.queue_timeouts.get_or_create_owned(&labels),
+            rebalanced: self.fleet.rebalanced.get_or_create_owned(&labels),
+        }
     }
 
     pub fn reload(&self, ok: bool, generation: u64) {

@@ -11,7 +11,8 @@ use crate::config::{Config, ListenerKey, RouteConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteStats};
 use crate::router::Router;
 use crate::static_files::StaticFiles;
-use crate::upstream::Upstream;
+use crate::upstream::resolve::{Resolve, System};
+use crate::upstream::{Fleet, Upstream};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -46,6 +47,8 @@ pub struct State {
     pub tunnels: Arc<TunnelDrain>,
     /// Client connections speaking HTTP now (tunnels not included).
     pub http_connections: AtomicUsize,
+    /// Every upstream server, shared by the generations that name it.
+    pub fleet: Arc<Fleet>,
     /// Every listener's certificates, kept across reloads.
     pub certs: Arc<Store>,
 }
@@ -53,11 +56,24 @@ pub struct State {
 impl State {
     /// Must run inside a Tokio runtime (certificate watchers start on it).
     pub fn new(config: Config, metrics: Arc<Metrics>, workers: usize) -> State {
+        State::with_resolver(config, metrics, workers, Arc::new(System))
+    }
+
+    /// Like [`State::new`], with host names in `servers` resolved by
+    /// `resolver`.
+    pub fn with_resolver(
+        config: Config,
+        metrics: Arc<Metrics>,
+        workers: usize,
+        resolver: Arc<dyn Resolve>,
+    ) -> State {
+        let fleet = Fleet::new(metrics.clone(), workers, resolver);
         let certs = Store::new(metrics.clone());
-        let generation = Generation::build(1, config, None, &metrics, workers, &certs);
+        let generation = Generation::build(1, config, None, &metrics, &fleet, &certs);
         metrics.set_generation(1);
         let (draining, hard_stop) = (Signal::default(), Signal::default());
         State {
+            fleet,
             generation: ArcSwap::from_pointee(generation),
             metrics,
             tasks: TaskTracker::new(),
@@ -113,26 +129,25 @@ pub enum Target {
 
 impl Generation {
     /// Build the run-time form of `config`. Upstreams whose settings did not
-    /// change since `previous` are carried over with their connection pools.
+    /// change since `previous` are carried over whole; the others are made
+    /// anew over the same [`Fleet`], so every server keeps its tunnel count,
+    /// health and connection pool either way.
     pub fn build(
         number: u64,
         config: Config,
         previous: Option<&Generation>,
         metrics: &Arc<Metrics>,
-        workers: usize,
+        fleet: &Arc<Fleet>,
         certs: &Store,
     ) -> Generation {
         let upstreams: BTreeMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|(name, settings)| {
-                let kept = previous
-                    .and_then(|p| p.upstreams.get(name))
-                    .filter(|old| old.config == *settings)
-                    .cloned();
-                let upstream = kept.unwrap_or_else(|| {
-                    Arc::new(Upstream::new(settings.clone(), metrics.clone(), workers))
-                });
+                let old = previous.and_then(|p| p.upstreams.get(name));
+                let kept = old.filter(|old| old.config == *settings).cloned();
+                let upstream = kept
+                    .unwrap_or_else(|| Upstream::new(settings.clone(), fleet, old.map(|o| &**o)));
                 (name.clone(), upstream)
             })
             .collect();
@@ -165,6 +180,19 @@ impl Generation {
             unrouted: metrics.route("none"),
             config: Arc::new(config),
         }
+    }
+
+    /// Resolve the host names of upstreams that have no answer yet (at
+    /// start, and for upstreams a reload added), before serving.
+    pub async fn resolve_pending(&self) {
+        for upstream in self.upstreams.values() {
+            upstream.resolve_pending().await;
+        }
+    }
+
+    /// The upstream named `name`, if this configuration has it.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
     }
 
     /// The TLS settings of the listener `key`; `None` for a plain one.

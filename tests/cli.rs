@@ -433,7 +433,9 @@ upstream = "chat"
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         format!(
-            "{}: ok (2 listeners, 2 upstreams, 3 routes)\n",
+            "{}: ok (2 listeners, 2 upstreams, 3 routes)\n  \
+             upstream api: least-tunnels over 2 servers (127.0.0.1:3001, 127.0.0.1:3002)\n  \
+             upstream chat: least-tunnels over 1 server (127.0.0.1:3000)\n",
             file.display()
         )
     );
@@ -504,7 +506,7 @@ idle_timeout = "10"
             "{file}:3:20: shutdown_timeout: expected a duration such as \"30s\", found a number (30)",
             "{file}:7:1: unknown key \"tsl\" in [[listener]] (did you mean \"tls\"?); known keys: bind, tls",
             "{file}:9:1: upstream \"chat\" is not used by any route",
-            "{file}:11:1: unknown key \"conect_timeout\" in [upstream.chat] (did you mean \"connect_timeout\"?); known keys: connect_timeout, read_timeout, servers",
+            "{file}:11:1: unknown key \"conect_timeout\" in [upstream.chat] (did you mean \"connect_timeout\"?); known keys: balance, connect_timeout, hash_key, health, max_handshakes, queue_timeout, read_timeout, rebalance_rate, resolve_interval, servers, tls",
             "{file}:15:12: no upstream named \"nope\" (defined: chat)",
             "{file}:16:16: duration \"10\" needs a unit: write it like \"250ms\", \"30s\", \"5m\" or \"1h\"",
         ],
@@ -1228,4 +1230,106 @@ upstream = "web"
             "attempt {attempt}: SIGTERM right after `listening on` ended switchyard: {status}"
         );
     }
+}
+
+// ------------------------------------------------------------ upstream fleets
+
+#[tokio::test]
+async fn validate_describes_each_upstream_fleet() {
+    let dir = TestDir::new();
+    TestCa::create(&dir);
+    let file = dir.route_file(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[upstream.chat]
+servers = ["127.0.0.1:3000", "chat-headless.default.svc:3000"]
+balance = "hash"
+hash_key = "cookie:io"
+health = { path = "/healthz", interval = "5s", timeout = "2s", fall = 3, rise = 2 }
+max_handshakes = 64
+queue_timeout = "10s"
+tls = { ca = "certs/ca.crt", server_name = "chat.internal" }
+resolve_interval = "30s"
+
+[upstream.api]
+servers = ["127.0.0.1:4000"]
+balance = "round-robin"
+rebalance_rate = 20
+
+[[route]]
+path = "/ws/"
+upstream = "chat"
+
+[[route]]
+path = "/"
+upstream = "api"
+"#,
+    );
+    let output = switchyard(&["validate".as_ref(), "-c".as_ref(), file.as_os_str()]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "{file}: ok (1 listener, 2 upstreams, 2 routes)\n  \
+             upstream api: round-robin over 1 server (127.0.0.1:4000); rebalancing 20 tunnels/s\n  \
+             upstream chat: hash on cookie:io over 2 servers (127.0.0.1:3000, \
+             chat-headless.default.svc:3000); health GET /healthz every 5s (down after 3 failed, \
+             up after 2 passed); at most 64 handshakes per server, queued up to 10s; TLS verified \
+             against {ca} for chat.internal; host names resolved every 30s\n",
+            file = file.display(),
+            ca = dir.path().join("certs/ca.crt").display()
+        )
+    );
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn validate_rejects_bad_fleet_keys_with_their_positions() {
+    assert_invalid(
+        r#"[[listener]]
+bind = "127.0.0.1:0"
+
+[upstream.a]
+servers = ["127.0.0.1:3000"]
+balance = "random"
+hash_key = "cookie:x"
+health = { path = "healthz", interval = "1s", timeout = "2s", fall = 0, rise = 2, port = 1 }
+max_handshakes = -1
+queue_timeout = "0s"
+tls = { ca = "missing.crt", server_name = "not a name" }
+resolve_interval = "soon"
+rebalance_rate = 1.5
+
+[upstream.b]
+servers = ["127.0.0.1:3001"]
+balance = "hash"
+rebalance_rate = 5
+
+[[route]]
+path = "/a/"
+upstream = "a"
+
+[[route]]
+path = "/b/"
+upstream = "b"
+"#,
+        &[
+            "{file}:6:11: balance \"random\" is not one of \"least-tunnels\", \"round-robin\", \"hash\"",
+            "{file}:7:12: hash_key applies only to balance = \"hash\", not \"random\"",
+            "{file}:8:19: health path \"healthz\" must be a path such as \"/healthz\"",
+            "{file}:8:57: health timeout (2s) must not be longer than its interval (1s)",
+            "{file}:8:70: health fall must be from 1 to 1000, not 0",
+            "{file}:8:83: unknown key \"port\" in [upstream.a] health; known keys: fall, interval, path, rise, timeout",
+            "{file}:9:18: max_handshakes must be from 0 to 100000, not -1",
+            "{file}:10:17: must be longer than zero",
+            "{file}:11:14: CA file {dir}/missing.crt not found",
+            "{file}:11:43: server_name \"not a name\" is not a host name or IP address",
+            "{file}:12:20: invalid duration \"soon\" (expected number at 0): write it like \"250ms\", \"30s\", \"5m\" or \"1h\"",
+            "{file}:13:18: rebalance_rate: expected a whole number of tunnels per second (0 = never), found a number (1.5)",
+            "{file}:17:11: balance = \"hash\" needs hash_key = \"cookie:NAME\", \"header:NAME\" or \"client-ip\"",
+            "{file}:18:18: rebalance_rate does not work with balance = \"hash\": a moved client hashes to the same server again",
+        ],
+    )
+    .await;
 }

@@ -19,16 +19,24 @@ pub enum Workload {
     HandshakeWss,
     /// 9,500 idle tunnels held: memory per tunnel, echo p99 at 1,000 and 9,500.
     Hold,
+    /// A reconnect storm: 5,000 clients at once against a backend that
+    /// accepts 1,000 handshakes/s, no handshake queue in the proxy.
+    Storm,
+    /// The same storm with the proxy's handshake queue (Switchyard's
+    /// `max_handshakes`, HAProxy's server `maxconn` + queue).
+    StormQueued,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Http,
         Workload::Echo,
         Workload::Bulk,
         Workload::HandshakeWs,
         Workload::HandshakeWss,
         Workload::Hold,
+        Workload::Storm,
+        Workload::StormQueued,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +47,8 @@ impl Workload {
             Workload::HandshakeWs => "handshake-ws",
             Workload::HandshakeWss => "handshake-wss",
             Workload::Hold => "hold",
+            Workload::Storm => "storm",
+            Workload::StormQueued => "storm-queued",
         }
     }
 
@@ -51,6 +61,8 @@ impl Workload {
             Workload::HandshakeWs => "WS handshakes ws://",
             Workload::HandshakeWss => "WS handshakes wss://",
             Workload::Hold => "9,500 held tunnels",
+            Workload::Storm => "Storm: 5,000 at once, backend 1,000 hs/s",
+            Workload::StormQueued => "Storm, with the proxy's handshake queue",
         }
     }
 
@@ -61,6 +73,7 @@ impl Workload {
             Workload::Echo => "msg/s",
             Workload::Bulk => "MB/s",
             Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
+            Workload::Storm | Workload::StormQueued => "conn/s",
             Workload::Hold => "",
         }
     }
@@ -72,6 +85,7 @@ impl Workload {
             Workload::Echo => "µs/msg",
             Workload::Bulk => "ms/MB",
             Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
+            Workload::Storm | Workload::StormQueued => "µs/conn",
             Workload::Hold => "",
         }
     }
@@ -85,10 +99,12 @@ impl Workload {
             "handshake-ws" => vec![Workload::HandshakeWs],
             "handshake-wss" => vec![Workload::HandshakeWss],
             "hold" => vec![Workload::Hold],
+            "storm" => vec![Workload::Storm, Workload::StormQueued],
+            "storm-queued" => vec![Workload::StormQueued],
             other => {
                 return Err(format!(
                     "unknown workload {other:?} (http, echo, bulk, handshake, \
-                     handshake-ws, handshake-wss, hold)"
+                     handshake-ws, handshake-wss, hold, storm, storm-queued)"
                 ));
             }
         })
@@ -136,8 +152,12 @@ impl TargetKind {
     /// Whether this target takes part in `workload`.
     pub fn serves(self, workload: Workload) -> bool {
         match self {
-            TargetKind::Direct => workload != Workload::HandshakeWss,
             TargetKind::BareHyper => workload == Workload::Http,
+            // nginx has no queue of its own to turn on.
+            TargetKind::Nginx => workload != Workload::StormQueued,
+            TargetKind::Direct => {
+                !matches!(workload, Workload::HandshakeWss | Workload::StormQueued)
+            }
             _ => true,
         }
     }

@@ -45,7 +45,13 @@ pub struct Shared {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub backend: SocketAddr,
+    /// The storm workload's backend (1,000 handshakes/s).
+    pub storm_backend: SocketAddr,
 }
+
+/// Handshakes in flight per server with the proxy's queue on, for the
+/// storm: about the backend's rate × its handshake time, with room.
+pub const STORM_MAX_HANDSHAKES: u32 = 64;
 
 /// Memory of a proxy: the processes that hold connections (Switchyard and
 /// HAProxy: the one process; nginx: the workers, summed) and, for nginx, the
@@ -66,6 +72,7 @@ pub struct Target {
     config: Option<PathBuf>,
     dir: PathBuf,
     backend: SocketAddr,
+    storm_backend: SocketAddr,
     guard: Option<Guard>,
 }
 
@@ -79,6 +86,7 @@ impl Target {
             config: None,
             dir: shared.dir.clone(),
             backend: shared.backend,
+            storm_backend: shared.storm_backend,
             guard: None,
         }
     }
@@ -133,8 +141,19 @@ impl Target {
             config,
             dir,
             backend: shared.backend,
+            storm_backend: shared.storm_backend,
             guard: None,
         })
+    }
+
+    /// Where the storm goes: through the proxy's storm routes (`queued`:
+    /// the one with its handshake queue), or straight to the storm backend.
+    pub fn storm_url(&self, queued: bool) -> String {
+        match self.kind {
+            TargetKind::Direct => format!("ws://{}/", self.storm_backend),
+            _ if queued => format!("ws://127.0.0.1:{}/storm-queued/", self.ws_port),
+            _ => format!("ws://127.0.0.1:{}/storm/", self.ws_port),
+        }
     }
 
     pub fn ws_url(&self) -> String {
@@ -298,10 +317,28 @@ idle_timeout = "1h"
 # HAProxy cannot ping: their tunnels stay byte splices).
 ping_interval = "30s"
 ping_timeout = "10s"
+
+# The storm workload: its backend takes 1,000 handshakes/s.
+[upstream.storm]
+servers = ["{storm}"]
+
+[upstream.storm_queued]
+servers = ["{storm}"]
+max_handshakes = {STORM_MAX_HANDSHAKES}
+queue_timeout = "30s"
+
+[[route]]
+path = "/storm/"
+upstream = "storm"
+
+[[route]]
+path = "/storm-queued/"
+upstream = "storm_queued"
 "#,
         cert = shared.cert.display(),
         key = shared.key.display(),
         backend = shared.backend,
+        storm = shared.storm_backend,
     )
 }
 
@@ -336,6 +373,10 @@ http {{
         ''      '';
     }}
 
+    upstream storm {{
+        server {storm};
+    }}
+
     upstream backend {{
         server {backend};
         keepalive 64;
@@ -349,6 +390,16 @@ http {{
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
+
+        location /storm/ {{
+            proxy_pass http://storm;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $http_host;
+            proxy_connect_timeout 5s;
+            proxy_read_timeout 1h;
+        }}
 
         location / {{
             proxy_pass http://backend;
@@ -370,6 +421,7 @@ http {{
         cert = shared.cert.display(),
         key = shared.key.display(),
         backend = shared.backend,
+        storm = shared.storm_backend,
     );
     text
 }
@@ -402,13 +454,24 @@ frontend fe
     http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
     http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    use_backend be_storm_queued if {{ path_beg /storm-queued/ }}
+    use_backend be_storm if {{ path_beg /storm/ }}
     default_backend be
 
 backend be
     http-reuse always
     server s1 {backend}
+
+# The storm workload: without and with maxconn + queue on the server line.
+backend be_storm
+    server s1 {storm}
+
+backend be_storm_queued
+    timeout queue 30s
+    server s1 {storm} maxconn {STORM_MAX_HANDSHAKES}
 "#,
         pem = pem.display(),
         backend = shared.backend,
+        storm = shared.storm_backend,
     )
 }

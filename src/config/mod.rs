@@ -8,8 +8,11 @@
 //! with no problem at all becomes a [`Config`]: there is no half-valid state.
 
 mod doc;
+pub mod fleet;
 pub mod units;
 mod validate;
+
+pub use fleet::{Balance, HashKey, HealthCheck, UpstreamTls};
 
 use crate::router::HostPattern;
 use std::collections::BTreeMap;
@@ -150,6 +153,19 @@ pub struct UpstreamConfig {
     pub servers: Vec<ServerAddr>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    pub balance: Balance,
+    /// Active health checks; `None`: passive only.
+    pub health: Option<HealthCheck>,
+    /// Upgrade handshakes in flight per server; 0 = no limit.
+    pub max_handshakes: usize,
+    /// How long a handshake may wait for its turn before a `503`.
+    pub queue_timeout: Duration,
+    /// TLS to the servers; `None`: plain TCP.
+    pub tls: Option<UpstreamTls>,
+    /// How often host names in `servers` are resolved again.
+    pub resolve_interval: Duration,
+    /// Tunnels per second moved off the busiest servers; 0 = never.
+    pub rebalance_rate: u32,
 }
 
 /// One upstream server, `host:port`.
@@ -157,6 +173,28 @@ pub struct UpstreamConfig {
 pub struct ServerAddr {
     /// `host:port` as an URI authority, ready to put in a request.
     pub authority: http::uri::Authority,
+}
+
+impl ServerAddr {
+    /// The host as written, without brackets around an IPv6 address.
+    pub fn host(&self) -> &str {
+        self.authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+    }
+
+    pub fn port(&self) -> u16 {
+        self.authority.port_u16().unwrap_or(80)
+    }
+
+    /// The address, when the host is an IP literal (no DNS needed).
+    pub fn literal(&self) -> Option<SocketAddr> {
+        self.host()
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port()))
+    }
 }
 
 impl fmt::Display for ServerAddr {

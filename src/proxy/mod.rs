@@ -183,7 +183,7 @@ async fn forward(
     let (mut parts, body) = answer.response.into_parts();
     headers::to_client(&mut parts.headers, false);
     Ok((
-        Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
+        Response::from_parts(parts, ResponseBody::upstream(body, answer.reuse)),
         Some(server),
     ))
 }
@@ -220,6 +220,9 @@ fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let Some(seconds) = error.retry_after() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     if matches!(
         error,
         ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }

@@ -67,13 +67,13 @@ pub async fn relay(
             RequestBody::Empty,
         ))
         .await?;
-    let (response, stream, early, server) = match answer {
+    let (mut head, stream, early, lease) = match answer {
         UpgradeAnswer::Switched {
-            response,
+            head,
             stream,
             early,
-            server,
-        } => (response, stream, early, server.name.clone()),
+            lease,
+        } => (head, stream, early, lease),
         UpgradeAnswer::Refused(answer) => {
             // Not a switch: an ordinary response, and the connection stays HTTP.
             stats.refused(Refusal::Not101);
@@ -81,11 +81,12 @@ pub async fn relay(
             let (mut parts, body) = answer.response.into_parts();
             headers::to_client(&mut parts.headers, false);
             return Ok((
-                Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
+                Response::from_parts(parts, ResponseBody::upstream(body, answer.reuse)),
                 Some(server),
             ));
         }
     };
+    let server = lease.server().name.clone();
     let bad_upgrade = |reason| {
         stats.refused(Refusal::BadAccept);
         Err(ProxyError::BadUpgrade {
@@ -94,10 +95,10 @@ pub async fn relay(
             reason,
         })
     };
-    if !headers::has_token(response.headers(), &header::UPGRADE, "websocket") {
+    if !headers::has_token(&head.headers, &header::UPGRADE, "websocket") {
         return bad_upgrade("its 101 does not say `Upgrade: websocket`");
     }
-    let accept = response.headers().get(header::SEC_WEBSOCKET_ACCEPT);
+    let accept = head.headers.get(header::SEC_WEBSOCKET_ACCEPT);
     if accept.map(HeaderValue::as_bytes) != Some(expected_accept.as_bytes()) {
         return bad_upgrade("its Sec-WebSocket-Accept does not match the client's key");
     }
@@ -114,6 +115,7 @@ pub async fn relay(
         upstream_server: server.clone(),
         peer: peer.addr,
         drain: state.tunnels.clone(),
+        lease,
     };
     peer.become_tunnel(Handover {
         tunnel,
@@ -123,10 +125,9 @@ pub async fn relay(
         goodbye: None,
     });
 
-    let (mut parts, _empty_body) = response.into_parts();
-    headers::to_client(&mut parts.headers, true);
+    headers::to_client(&mut head.headers, true);
     Ok((
-        Response::from_parts(parts, ResponseBody::empty()),
+        Response::from_parts(head, ResponseBody::empty()),
         Some(server),
     ))
 }

@@ -37,8 +37,10 @@
 //! - [`Tunnel::relay`] is generic over both [`End`]s: the client end may be
 //!   a socket, a TLS stream or an HTTP/2 stream (`TokioIo<Upgraded>`).
 //! - The end-of-tunnel hook is [`Tunnel::finish`]: every tunnel passes
-//!   through it exactly once, whatever ended it; lower per-server counts
-//!   there.
+//!   through it exactly once, whatever ended it. The per-server count
+//!   ([`TunnelLease`]) is given back when the tunnel is dropped right
+//!   after; a lease's goodbye (fleet rebalancing) ends the tunnel like
+//!   [`Goodbye`], with `closed_by="rebalance"`.
 
 use super::close::{PingTag, code};
 use super::flow::Flow;
@@ -47,10 +49,11 @@ use super::liveness::{Due, Pings, Side};
 pub use super::splice::{Closed, Splice};
 use super::wake::Wakers;
 use super::watch::{Closer, Ending, Watch};
-use crate::io::{ClientStream, End};
+use crate::io::{ClientStream, End, UpstreamStream};
 use crate::metrics::RouteStats;
 use crate::state::{StopSignal, TunnelDrain};
 use crate::timer::Timeout;
+use crate::upstream::TunnelLease;
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -59,7 +62,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tracing::Instrument;
 
 /// A tunnel older than this has TCP keep-alive probes on its upstream
@@ -92,6 +94,9 @@ pub struct Tunnel {
     pub peer: std::net::SocketAddr,
     /// The drain's signals and goodbye moments, shared by all tunnels.
     pub drain: Arc<TunnelDrain>,
+    /// The tunnel's count on its upstream server, given back when the
+    /// tunnel (and so the lease) is dropped at its end.
+    pub lease: TunnelLease,
 }
 
 /// An upgrade the upstream accepted, waiting for the client connection to
@@ -100,8 +105,8 @@ pub struct Handover {
     pub tunnel: Tunnel,
     /// The client's half, from `hyper::upgrade::on`.
     pub client: OnUpgrade,
-    /// The upstream's raw connection.
-    pub upstream: TcpStream,
+    /// The upstream's connection.
+    pub upstream: UpstreamStream,
     /// What the upstream sent right behind its `101`.
     pub early: Bytes,
     /// Fired by the tunnel's owner to close it.
@@ -190,7 +195,7 @@ impl Tunnel {
     /// side sent right behind the handshake, already read by the HTTP
     /// parser.
     pub async fn relay<A, B>(
-        self,
+        mut self,
         client: A,
         client_early: Bytes,
         upstream: B,
@@ -203,6 +208,8 @@ impl Tunnel {
         let started = Instant::now();
         self.stats.tunnel_opened();
         self.drain.opened();
+        // Counted on its server; rebalancing may ask it to leave.
+        let mut rebalance = self.lease.opened();
         let limits = &self.limits;
         let mut splice = Splice {
             client,
@@ -288,6 +295,12 @@ impl Tunnel {
                 {
                     goodbye = None;
                     splice.watch.begin(Ending::Goodbye);
+                }
+                if let Some(handle) = &rebalance
+                    && handle.poll_fired(cx)
+                {
+                    rebalance = None;
+                    splice.watch.begin(Ending::Rebalance);
                 }
                 while timer.poll_in_task(cx).is_ready() {
                     let now = Instant::now();

@@ -28,6 +28,9 @@ pub enum Ending {
     Shutdown,
     /// The tunnel's owner asked it to go ([`super::goodbye::Goodbye`]).
     Goodbye,
+    /// The upstream's fleet rebalances: this tunnel moves to another
+    /// server (Close 1001 to both sides).
+    Rebalance,
     /// `max_lifetime` passed.
     Lifetime,
     /// A client message over `max_message_size`: 1009 to the client, 1001
@@ -44,6 +47,7 @@ impl Ending {
         match self {
             Ending::Shutdown => "shutdown",
             Ending::Goodbye => "goodbye",
+            Ending::Rebalance => "rebalance",
             Ending::Lifetime => "max-lifetime",
             Ending::TooBig => "message-too-big",
             Ending::Dead(Side::Client) => "client-timeout",

@@ -2,15 +2,22 @@
 //! loopback sockets on port 0.
 
 mod acme;
+mod balance;
 mod certs;
 mod chat;
 mod common;
+mod fleet;
 mod forwarding;
+mod health;
 mod metrics;
 mod pebble;
+mod queue;
+mod rebalance;
 mod reload;
+mod resolve;
 mod static_files;
 mod tls;
+mod upstream_tls;
 mod watch;
 mod websocket;
 mod ws_config;
