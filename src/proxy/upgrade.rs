@@ -17,7 +17,7 @@ use crate::metrics::{Refusal, RouteStats};
 use crate::proxy::{Peer, headers, outgoing};
 use crate::state::State;
 use crate::upstream::{UpgradeAnswer, Upstream};
-use crate::ws::relay::{Handover, Tunnel};
+use crate::ws::relay::{Handover, Limits, Tunnel};
 use base64::Engine;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -105,10 +105,16 @@ pub async fn relay(
 
     let tunnel = Tunnel {
         stats: stats.clone(),
-        idle_timeout: route.idle_timeout,
+        limits: Limits {
+            idle_timeout: route.idle_timeout,
+            ping_interval: route.ping_interval,
+            ping_timeout: route.ping_timeout,
+            max_message_size: route.max_message_size,
+            max_lifetime: route.max_lifetime,
+        },
         upstream_server: server.clone(),
         peer: peer.addr,
-        hard_stop: state.hard_stop.clone(),
+        drain: state.tunnels.clone(),
         lease,
     };
     peer.become_tunnel(Handover {
@@ -116,6 +122,7 @@ pub async fn relay(
         client: client_upgrade,
         upstream: stream,
         early,
+        goodbye: None,
     });
 
     headers::to_client(&mut head.headers, true);

@@ -20,6 +20,7 @@ use crate::workers::Workers;
 use accept::{PerIp, Slot};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -253,12 +254,14 @@ async fn serve(
     };
     let io = ClientStream::new(io, send_timeout);
     open.inc();
+    state.http_connections.fetch_add(1, Ordering::Relaxed);
     let mut client = Peer::new(peer, scheme, state);
     if over_cap {
         client.over_ip_cap = Some(ip_cap);
     }
     let peer = Arc::new(client);
     http1::serve(io, peer.clone(), header_timeout).await;
+    peer.state.http_connections.fetch_sub(1, Ordering::Relaxed);
     open.dec();
     // An upgraded connection carries on as a tunnel, in this same task.
     if let Some(tunnel) = peer.take_tunnel() {

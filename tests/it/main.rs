@@ -24,3 +24,5 @@ mod tls;
 mod upstream_tls;
 mod watch;
 mod websocket;
+mod ws_config;
+mod ws_frames;
