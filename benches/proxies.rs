@@ -297,6 +297,7 @@ fn suite() -> Result<(), String> {
         backend.pid,
         backend_addr,
         hold_tunnels,
+        settings.idle_seconds,
     );
 
     let plan: Vec<(Workload, Vec<TargetKind>)> = settings

@@ -1,9 +1,10 @@
 //! Switchyard: a WebSocket-aware reverse proxy.
 //!
 //! It terminates TLS, routes requests by a TOML route file, relays WebSocket
-//! upgrades and then splices the two byte streams, serves static files, and
-//! reloads its routes on SIGHUP (or when the file changes) without dropping
-//! a connection; certificates come from files it watches or from ACME.
+//! upgrades and then their frames (headers read both ways, bytes never
+//! changed), serves static files, and reloads its routes on SIGHUP (or when
+//! the file changes) without dropping a connection; certificates come from
+//! files it watches or from ACME.
 //!
 //! # Layout
 //!
@@ -33,9 +34,11 @@
 //!   ([`upstream::balance`]), each server's shared state, health and
 //!   handshake queue, TLS and DNS to the servers, the upgrade's upstream leg
 //!   ([`upstream::handshake`]), keep-alive connections ([`upstream::pool`]).
-//! - [`ws`]: WebSocket tunnels after the `101`: the relay ([`ws::relay`])
-//!   with idle timeout and counters, frame boundaries and the proxy's own
-//!   Close frames (for rebalancing).
+//! - [`ws`]: WebSocket tunnels after the `101`: the frame reader
+//!   ([`ws::frame`]), the proxy's own frames ([`ws::close`]), pings
+//!   ([`ws::liveness`]), the close handshake ([`ws::watch`]), the goodbye
+//!   handle ([`ws::goodbye`]), one direction ([`ws::flow`]) and the tunnel
+//!   ([`ws::relay`]).
 //! - [`static_files`]: `root` routes.
 //! - [`body`], [`access`], [`error`]: bodies, the access record, error
 //!   responses; [`access_log`]: where access events go.

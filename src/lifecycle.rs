@@ -15,8 +15,10 @@
 //! ([`crate::watch`]) and a settled change reloads it exactly as SIGHUP does.
 //!
 //! **Stop** makes `/readyz` answer 503, keeps accepting for `shutdown_delay`,
-//! then closes the listeners, lets in-flight requests and open tunnels run
-//! for up to `shutdown_timeout`, closes what is left and returns.
+//! then closes the listeners, lets in-flight requests finish and sends each
+//! open tunnel Close 1001 at a moment of its own, spread evenly over
+//! `shutdown_spread`, for up to `shutdown_timeout`; then it closes what is
+//! left and returns.
 
 use crate::admin::Admin;
 use crate::config::{Config, ConfigErrors, ListenerKey, RouteConfig, Scheme};
@@ -214,6 +216,13 @@ impl Proxy {
         Ok(report)
     }
 
+    /// Client connections still speaking HTTP.
+    fn http_connections(&self) -> usize {
+        self.state
+            .http_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Drain and stop: the SIGTERM sequence. Returns when every connection
     /// and tunnel is closed.
     pub async fn shutdown(&self) {
@@ -226,10 +235,14 @@ impl Proxy {
             );
             tokio::time::sleep(settings.shutdown_delay).await;
         }
-        let open = self.state.tasks.len();
+        let tunnels = &self.state.tunnels;
+        tunnels.plan(Instant::now(), settings.shutdown_spread);
         tracing::info!(
-            open,
-            "draining: listeners closed; open connections have {:?} to finish",
+            tunnels = tunnels.open(),
+            http_connections = self.http_connections(),
+            "draining: listeners closed; tunnels are sent Close 1001 spread over {:?}; \
+             open connections have {:?} to finish",
+            settings.shutdown_spread,
             settings.shutdown_timeout
         );
         self.state.draining.give();
@@ -244,7 +257,8 @@ impl Proxy {
             tokio::time::timeout(settings.shutdown_timeout, self.state.tasks.wait()).await;
         if drained.is_err() {
             tracing::warn!(
-                left = self.state.tasks.len(),
+                tunnels = tunnels.open(),
+                http_connections = self.http_connections(),
                 "shutdown_timeout reached; closing the remaining connections"
             );
             self.state.hard_stop.give();
@@ -297,6 +311,29 @@ impl Signals {
     }
 }
 
+/// What a signal asks of a running proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// SIGHUP: re-read the route file.
+    Reload,
+    /// SIGUSR1: reopen the access log file.
+    ReopenLog,
+    /// SIGTERM or SIGINT: drain and stop.
+    Stop,
+}
+
+impl Signals {
+    /// The next signal that asks something of the proxy.
+    pub async fn next(&mut self) -> Asked {
+        tokio::select! {
+            _ = self.hangup.recv() => Asked::Reload,
+            _ = self.reopen.recv() => Asked::ReopenLog,
+            _ = self.terminate.recv() => Asked::Stop,
+            _ = self.interrupt.recv() => Asked::Stop,
+        }
+    }
+}
+
 impl Proxy {
     /// Serve until SIGTERM or SIGINT, reloading on SIGHUP (and, with
     /// `watch`, when the route file changes), then drain.
@@ -304,28 +341,34 @@ impl Proxy {
         let mut watch = self.route_file_watch();
         loop {
             tokio::select! {
-                _ = signals.hangup.recv() => {
-                    match self.reload().await {
-                        Ok(report) => {
-                            tracing::info!("configuration reloaded: {report}");
-                            self.configure_access_log();
-                        }
-                        Err(error) => log_reload_failure(&error),
+                asked = signals.next() => match asked {
+                    Asked::Reload => {
+                        self.reload_logged().await;
+                        watch.reset();
                     }
-                    watch.reset();
-                }
-                _ = signals.reopen.recv() => {
-                    crate::access_log::reopen();
-                    tracing::info!("access log reopened");
-                }
+                    Asked::ReopenLog => {
+                        crate::access_log::reopen();
+                        tracing::info!("access log reopened");
+                    }
+                    Asked::Stop => break,
+                },
                 () = watch.tick() => self.reload_if_changed(&mut watch).await,
-                _ = signals.terminate.recv() => break,
-                _ = signals.interrupt.recv() => break,
             }
         }
         tracing::info!("stop signal received");
         self.shutdown().await;
         Ok(())
+    }
+
+    /// Reload, and log what changed or why nothing did.
+    pub async fn reload_logged(&self) {
+        match self.reload().await {
+            Ok(report) => {
+                tracing::info!("configuration reloaded: {report}");
+                self.configure_access_log();
+            }
+            Err(error) => log_reload_failure(&error),
+        }
     }
 }
 

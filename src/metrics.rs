@@ -32,6 +32,19 @@ struct BytesLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    route: String,
+    by: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PingLabels {
+    route: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusedLabels {
     route: String,
     reason: String,
@@ -114,6 +127,9 @@ pub struct Metrics {
     tunnels_open: Family<RouteLabels, Gauge>,
     tunnel_bytes: Family<BytesLabels, Counter>,
     tunnel_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    tunnel_messages: Family<BytesLabels, Counter>,
+    tunnel_closes: Family<CloseLabels, Counter>,
+    tunnel_pings: Family<PingLabels, Counter>,
     upgrades_refused: Family<RefusedLabels, Counter>,
     connect_failures: Family<UpstreamLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
@@ -244,6 +260,24 @@ impl Metrics {
             "Lifetime of closed WebSocket tunnels, by route",
             tunnel_duration.clone(),
         );
+        let tunnel_messages = Family::default();
+        registry.register(
+            "tunnel_messages",
+            "WebSocket messages relayed through tunnels, by route and direction",
+            tunnel_messages.clone(),
+        );
+        let tunnel_closes = Family::default();
+        registry.register(
+            "tunnel_closes",
+            "Closed WebSocket tunnels, by route, who sent the first Close (client, upstream, proxy) and its code (1006: no Close frame at all)",
+            tunnel_closes.clone(),
+        );
+        let tunnel_pings = Family::default();
+        registry.register(
+            "tunnel_pings",
+            "The proxy's own pings, by route and result (pong: answered; timeout: the side was declared dead)",
+            tunnel_pings.clone(),
+        );
         let upgrades_refused = Family::default();
         registry.register(
             "upgrades_refused",
@@ -331,6 +365,9 @@ impl Metrics {
             tunnels_open,
             tunnel_bytes,
             tunnel_duration,
+            tunnel_messages,
+            tunnel_closes,
+            tunnel_pings,
             upgrades_refused,
             connect_failures,
             reloads,
@@ -370,6 +407,18 @@ impl Metrics {
                 direction: direction.to_string(),
             })
         };
+        let messages = |direction: &str| {
+            self.tunnel_messages.get_or_create_owned(&BytesLabels {
+                route: name.to_string(),
+                direction: direction.to_string(),
+            })
+        };
+        let pings = |result: &str| {
+            self.tunnel_pings.get_or_create_owned(&PingLabels {
+                route: name.to_string(),
+                result: result.to_string(),
+            })
+        };
         let refused = |reason: Refusal| {
             self.upgrades_refused.get_or_create_owned(&RefusedLabels {
                 route: name.to_string(),
@@ -384,6 +433,11 @@ impl Metrics {
             bytes_to_upstream: bytes("client_to_upstream"),
             bytes_to_client: bytes("upstream_to_client"),
             tunnel_duration: self.tunnel_duration.get_or_create_owned(&route()),
+            messages_to_upstream: messages("client_to_upstream"),
+            messages_to_client: messages("upstream_to_client"),
+            pongs: pings("pong"),
+            ping_timeouts: pings("timeout"),
+            closes: self.tunnel_closes.clone(),
             refused: [Refusal::Not101, Refusal::Origin, Refusal::BadAccept].map(refused),
         })
     }
@@ -596,6 +650,19 @@ impl Metrics {
     }
 }
 
+/// The `code` label of a close: the codes RFC 6455 defines as they are;
+/// the ranges left to libraries (3000–3999) and applications (4000–4999)
+/// as `3xxx` and `4xxx`, and anything else as `other`, so that peers
+/// cannot grow the number of series.
+fn close_code_label(code: u16) -> String {
+    match code {
+        1000..=1015 => code.to_string(),
+        3000..=3999 => "3xxx".to_string(),
+        4000..=4999 => "4xxx".to_string(),
+        _ => "other".to_string(),
+    }
+}
+
 /// One route's series, resolved once per configuration generation.
 #[derive(Debug)]
 pub struct RouteStats {
@@ -606,6 +673,11 @@ pub struct RouteStats {
     bytes_to_upstream: Counter,
     bytes_to_client: Counter,
     tunnel_duration: Histogram,
+    messages_to_upstream: Counter,
+    messages_to_client: Counter,
+    pongs: Counter,
+    ping_timeouts: Counter,
+    closes: Family<CloseLabels, Counter>,
     refused: [Counter; 3],
 }
 
@@ -620,11 +692,41 @@ impl RouteStats {
         self.tunnels_open.inc();
     }
 
-    pub fn tunnel_closed(&self, lifetime: Duration) {
+    /// A tunnel closed: `by` sent the first Close (`client`, `upstream`,
+    /// `proxy`), with `code`.
+    pub fn tunnel_closed(&self, lifetime: Duration, by: &str, code: u16) {
         // Counted closed before it stops counting as open: a scrape in
         // between never sees a tunnel in neither.
         self.tunnel_duration.observe(lifetime.as_secs_f64());
+        self.closes
+            .get_or_create(&CloseLabels {
+                route: self.name.to_string(),
+                by: by.to_string(),
+                code: close_code_label(code),
+            })
+            .inc();
         self.tunnels_open.dec();
+    }
+
+    /// Count messages relayed: `to_upstream` from the client, or back.
+    pub fn tunnel_messages(&self, to_upstream: bool, n: u64) {
+        if to_upstream {
+            self.messages_to_upstream.inc_by(n);
+        } else {
+            self.messages_to_client.inc_by(n);
+        }
+    }
+
+    /// Pongs answering the proxy's own pings.
+    pub fn tunnel_pongs(&self, n: u64) {
+        if n > 0 {
+            self.pongs.inc_by(n);
+        }
+    }
+
+    /// A side that did not answer the proxy's Ping in time.
+    pub fn tunnel_ping_timeout(&self) {
+        self.ping_timeouts.inc();
     }
 
     /// Count bytes relayed: `to_upstream` from the client, or back.

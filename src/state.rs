@@ -18,8 +18,10 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Context;
+use std::time::{Duration, Instant};
 use tokio_util::sync::{
     CancellationToken, WaitForCancellationFuture, WaitForCancellationFutureOwned,
 };
@@ -42,6 +44,11 @@ pub struct State {
     pub workers: usize,
     /// Client connections open in the process, for `max_connections`.
     pub connections: ConnectionCount,
+    /// What tunnels share for the drain: the signals, how many are open,
+    /// the goodbye moments.
+    pub tunnels: Arc<TunnelDrain>,
+    /// Client connections speaking HTTP now (tunnels not included).
+    pub http_connections: AtomicUsize,
     /// Every upstream server, shared by the generations that name it.
     pub fleet: Arc<Fleet>,
     /// Every listener's certificates, kept across reloads.
@@ -66,16 +73,19 @@ impl State {
         let certs = Store::new(metrics.clone());
         let generation = Generation::build(1, config, None, &metrics, &fleet, &certs);
         metrics.set_generation(1);
+        let (draining, hard_stop) = (Signal::default(), Signal::default());
         State {
             fleet,
             generation: ArcSwap::from_pointee(generation),
             metrics,
             tasks: TaskTracker::new(),
             stopping: Signal::default(),
-            draining: Signal::default(),
-            hard_stop: Signal::default(),
+            tunnels: Arc::new(TunnelDrain::new(draining.clone(), hard_stop.clone())),
+            draining,
+            hard_stop,
             workers,
             connections: ConnectionCount::default(),
+            http_connections: AtomicUsize::new(0),
             certs,
         }
     }
@@ -330,11 +340,106 @@ impl StopSignal {
     }
 }
 
+/// The drain as tunnels see it: its signals, how many tunnels are open, and
+/// each tunnel's moment to say goodbye, spread evenly over
+/// `shutdown_spread`.
+///
+/// At the drain's start the proxy records how many tunnels are open; each
+/// tunnel then takes the next slot of a shared counter, and its moment is
+/// `start + spread × slot ÷ open`. Tunnels opened since take the last
+/// moment.
+pub struct TunnelDrain {
+    pub draining: Signal,
+    pub hard_stop: Signal,
+    open: AtomicUsize,
+    plan: OnceLock<SpreadPlan>,
+    next_slot: AtomicUsize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SpreadPlan {
+    start: Instant,
+    spread: Duration,
+    open: usize,
+}
+
+impl TunnelDrain {
+    pub fn new(draining: Signal, hard_stop: Signal) -> TunnelDrain {
+        TunnelDrain {
+            draining,
+            hard_stop,
+            open: AtomicUsize::new(0),
+            plan: OnceLock::new(),
+            next_slot: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Tunnels open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Plan the goodbyes: from `start`, over `spread`, for the tunnels
+    /// open now. Call before giving `draining`.
+    pub fn plan(&self, start: Instant, spread: Duration) {
+        let _ = self.plan.set(SpreadPlan {
+            start,
+            spread,
+            open: self.open(),
+        });
+    }
+
+    /// The calling tunnel's moment to say goodbye (takes a slot).
+    pub fn goodbye_moment(&self) -> Instant {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        match self.plan.get() {
+            Some(plan) => spread_moment(plan.start, plan.spread, slot, plan.open),
+            None => Instant::now(),
+        }
+    }
+}
+
+/// Slot `slot` of `open`, spread evenly over `spread` from `start`.
+pub fn spread_moment(start: Instant, spread: Duration, slot: usize, open: usize) -> Instant {
+    if open <= 1 {
+        return start;
+    }
+    let slot = slot.min(open - 1);
+    start + spread.mul_f64(slot as f64 / (open - 1) as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::task::Poll;
-    use std::time::Duration;
+
+    #[test]
+    fn goodbyes_are_spread_evenly_from_first_to_last() {
+        let t0 = Instant::now();
+        let spread = Duration::from_secs(10);
+        assert_eq!(spread_moment(t0, spread, 0, 5), t0);
+        assert_eq!(spread_moment(t0, spread, 2, 5), t0 + Duration::from_secs(5));
+        assert_eq!(spread_moment(t0, spread, 4, 5), t0 + spread);
+        // Tunnels opened after the start go last; a lone one goes at once.
+        assert_eq!(spread_moment(t0, spread, 9, 5), t0 + spread);
+        assert_eq!(spread_moment(t0, spread, 0, 1), t0);
+
+        let drain = TunnelDrain::new(Signal::default(), Signal::default());
+        for _ in 0..3 {
+            drain.opened();
+        }
+        drain.plan(t0, spread);
+        let moments: Vec<Instant> = (0..3).map(|_| drain.goodbye_moment()).collect();
+        assert_eq!(moments, vec![t0, t0 + spread / 2, t0 + spread]);
+    }
 
     #[tokio::test]
     async fn a_registered_task_is_woken_when_the_signal_is_given() {

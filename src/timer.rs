@@ -15,7 +15,7 @@
 //! tokio sleep.
 
 use slab::Slab;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +28,15 @@ pub const TICK: Duration = Duration::from_millis(250);
 thread_local! {
     /// The pending timeouts of this worker; `None` off worker threads.
     static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+    /// Ticks so far on this worker, and the instant of the last one.
+    static TICKS: Cell<u64> = const { Cell::new(0) };
+    static LAST_TICK: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The instant of this worker's last tick: at most one [`TICK`] old, and
+/// read without the clock. Off a worker thread, the clock.
+pub fn coarse_now() -> Instant {
+    LAST_TICK.get().unwrap_or_else(Instant::now)
 }
 
 struct Pending {
@@ -60,6 +69,8 @@ pub fn install() {
 /// Wake this worker's timeouts that are due.
 pub fn tick() {
     let now = Instant::now();
+    TICKS.set(TICKS.get().wrapping_add(1));
+    LAST_TICK.set(Some(now));
     let mut due = Vec::new();
     PENDING.with(|p| {
         if let Some(pending) = p.borrow_mut().as_mut() {
@@ -81,6 +92,8 @@ pub fn tick() {
 pub struct Timeout {
     deadline: Instant,
     kind: Kind,
+    /// The tick count when [`Timeout::poll_in_task`] last found it pending.
+    seen: u64,
 }
 
 enum Kind {
@@ -102,7 +115,29 @@ impl Timeout {
         } else {
             Kind::Tokio(Box::pin(tokio::time::sleep_until(deadline.into())))
         };
-        Timeout { deadline, kind }
+        Timeout {
+            deadline,
+            kind,
+            seen: u64::MAX,
+        }
+    }
+
+    /// Poll from the one task that owns this timeout (its waker never
+    /// changes): between two ticks nothing can make a registered timeout
+    /// ready, so a poll then costs one thread-local read. Resetting the
+    /// deadline is seen on the next tick, as with [`Timeout::poll`].
+    #[inline]
+    pub fn poll_in_task(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let registered = matches!(self.kind, Kind::Coarse { slot: Some(_) });
+        let ticks = TICKS.get();
+        if registered && ticks == self.seen {
+            return Poll::Pending;
+        }
+        let poll = Pin::new(&mut *self).poll(cx);
+        if poll.is_pending() {
+            self.seen = ticks;
+        }
+        poll
     }
 
     /// Move the deadline.

@@ -2,7 +2,9 @@
 //! on free ports, then `tests/browser/chat.mjs` (Node and puppeteer-core)
 //! drives two users over ws:// and over wss:// through the proxy. Over
 //! https:// the page comes over HTTP/2 and the WebSockets are streams of
-//! that connection (RFC 8441), which the demo's access log confirms.
+//! that connection (RFC 8441), which the demo's access log confirms. It then
+//! restarts the demo's proxy side (SIGUSR1) under two more: their pages get
+//! Close 1001, reconnect by themselves and chat on.
 //!
 //! Needs `node`, Chromium (`$CHROMIUM`, else `/usr/bin/chromium`) and
 //! `tests/browser/node_modules`:
@@ -29,8 +31,8 @@ use std::time::{Duration, Instant};
 const DEMO_START: Duration = Duration::from_secs(30);
 
 /// Bound on the whole browser run. `chat.mjs` bounds each of its steps to
-/// 10 s and itself to 80 s; this is the last resort.
-const BROWSER_RUN: Duration = Duration::from_secs(90);
+/// 10 s and itself to 110 s; this is the last resort.
+const BROWSER_RUN: Duration = Duration::from_secs(120);
 
 /// How long a child gets to stop after SIGTERM before it is killed.
 const GRACE: Duration = Duration::from_secs(10);
@@ -42,7 +44,7 @@ const INSTALL: &str = "install them with\n    \
     or set SWITCHYARD_SKIP_BROWSER=1 to skip this test";
 
 #[test]
-fn chat_room_in_chromium_over_ws_and_wss_over_h2() {
+fn chat_room_in_chromium_over_ws_and_wss_over_h2_and_through_a_restart() {
     let Some(tools) = find_tools() else {
         return;
     };
@@ -60,6 +62,7 @@ fn chat_room_in_chromium_over_ws_and_wss_over_h2() {
     node.arg(tools.browser_dir.join("chat.mjs"))
         .arg(&http)
         .arg(&https)
+        .arg(demo.child.id().to_string())
         .env("CHROMIUM", &tools.chromium)
         .current_dir(&tools.browser_dir);
     let started = Instant::now();

@@ -112,6 +112,17 @@ pub fn measure(
     }
     process::pause(Duration::from_secs(1))?;
     hold.at_full = target.memory();
+    // Every tunnel held and idle: what does the proxy spend on them (its
+    // pings, for Switchyard, every `ping_interval`)?
+    let idle = Duration::from_secs(runner.idle_seconds);
+    let cpu_before = target.cpu_time();
+    process::pause(idle)?;
+    hold.idle_cpu = match (cpu_before, target.cpu_time()) {
+        (Some(before), Some(after)) => {
+            Some(after.saturating_sub(before).as_secs_f64() / idle.as_secs_f64())
+        }
+        _ => None,
+    };
     let echo = runner.echo(&target.ws_url())?;
     hold.p99_full_us = echo.latency.as_ref().map(|l| l.p99_us);
     sample.errors += echo.errors.total();

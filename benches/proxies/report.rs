@@ -24,6 +24,7 @@ pub struct Summary {
     pub master_kib: Option<f64>,
     pub p99_1k_us: Option<f64>,
     pub held: Option<f64>,
+    pub idle_cpu: Option<f64>,
 }
 
 pub fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -64,6 +65,7 @@ pub fn summarize(samples: &[Sample], workload: Workload, target: TargetKind) -> 
         master_kib: med(&|s| Some(s.hold.as_ref()?.at_full?.master_kib? as f64)),
         p99_1k_us: med(&|s| s.hold.as_ref()?.p99_1k_us),
         held: med(&|s| Some(s.hold.as_ref()?.tunnels_held as f64)),
+        idle_cpu: med(&|s| s.hold.as_ref()?.idle_cpu),
     })
 }
 
@@ -178,15 +180,15 @@ impl Results<'_> {
         let di = self.get(w, TargetKind::Direct).unwrap_or_default();
         let mut out = String::new();
         out.push_str(
-            "| Target | Held | RSS before | RSS held | RSS after release | KiB/tunnel | ×nginx | ×HAProxy | echo p99 @1k | echo p99 @all | all/1k | ×nginx | ×HAProxy | ×direct | Errors |\n\
-             |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+            "| Target | Held | RSS before | RSS held | RSS after release | KiB/tunnel | ×nginx | ×HAProxy | idle CPU, all held | echo p99 @1k | echo p99 @all | all/1k | ×nginx | ×HAProxy | ×direct | Errors |\n\
+             |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
         let mib = |kib: Option<f64>| kib.map_or("—".into(), |k| format!("{:.1} MiB", k / 1024.0));
         for &t in self.targets {
             let Some(s) = self.get(w, t) else { continue };
             let _ = writeln!(
                 out,
-                "| {t} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {t} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 s.held.map_or("—".into(), |h| group(h as u64)),
                 mib(s.rss_before),
                 mib(s.rss_full),
@@ -194,6 +196,8 @@ impl Results<'_> {
                 num(s.kib_per_tunnel),
                 ratio(s.kib_per_tunnel, ng.kib_per_tunnel),
                 ratio(s.kib_per_tunnel, ha.kib_per_tunnel),
+                s.idle_cpu
+                    .map_or("—".into(), |c| format!("{:.2} %", c * 100.0)),
                 ms(s.p99_1k_us),
                 ms(s.p99_us),
                 ratio(s.p99_us, s.p99_1k_us),
@@ -293,6 +297,13 @@ impl Results<'_> {
                     false,
                     &|v| ms(Some(v)),
                 );
+                if let Some(c) = s.idle_cpu.filter(|c| *c > 0.02) {
+                    misses.push(format!(
+                        "{}: {:.2} % of a core while every tunnel is held idle, above the 2 % aim",
+                        w.title(),
+                        c * 100.0
+                    ));
+                }
                 if let Some(k) = s.kib_per_tunnel.filter(|k| *k > 4.0) {
                     misses.push(format!(
                         "{}: {k:.1} KiB per held tunnel, above the 4 KiB aim",

@@ -257,6 +257,10 @@ pub struct Settings {
     pub rounds: usize,
     /// Length of each measurement, in seconds.
     pub seconds: u64,
+    /// How long the hold workload watches the proxy idle with every tunnel
+    /// held (`BENCH_IDLE_SECONDS`): longer than the 30 s ping interval, so
+    /// the proxy's pings are in it.
+    pub idle_seconds: u64,
     pub workloads: Vec<Workload>,
     pub targets: Vec<TargetKind>,
 }
@@ -272,6 +276,10 @@ impl Settings {
         let seconds = match var("BENCH_SECONDS") {
             Some(v) => parse_count("BENCH_SECONDS", &v, 1, 600)? as u64,
             None => 5,
+        };
+        let idle_seconds = match var("BENCH_IDLE_SECONDS") {
+            Some(v) => parse_count("BENCH_IDLE_SECONDS", &v, 1, 600)? as u64,
+            None => 35,
         };
         let mut workloads = match var("BENCH_ONLY") {
             Some(v) => {
@@ -299,6 +307,7 @@ impl Settings {
         Ok(Settings {
             rounds,
             seconds,
+            idle_seconds,
             workloads,
             targets,
         })

@@ -359,6 +359,10 @@ read_timeout = "60s"
 path = "/"
 upstream = "backend"
 idle_timeout = "1h"
+# Frames read both ways; the proxy pings a side silent for 30 s (nginx and
+# HAProxy cannot ping: their tunnels stay byte splices).
+ping_interval = "30s"
+ping_timeout = "10s"
 
 # The storm workload: its backend takes 1,000 handshakes/s.
 [upstream.storm]

@@ -32,6 +32,9 @@ pub struct HoldSample {
     pub released: Option<Memory>,
     pub p99_1k_us: Option<f64>,
     pub p99_full_us: Option<f64>,
+    /// The proxy's CPU while every tunnel was held and idle, as a fraction
+    /// of one core.
+    pub idle_cpu: Option<f64>,
 }
 
 impl HoldSample {
@@ -90,6 +93,8 @@ pub struct Runner {
     pub backend: std::net::SocketAddr,
     /// Connections the hold workload holds in all.
     pub hold_tunnels: u64,
+    /// How long the hold workload watches the idle proxy.
+    pub idle_seconds: u64,
     runs: std::cell::Cell<u64>,
 }
 
@@ -104,6 +109,7 @@ impl Runner {
         backend_pid: u32,
         backend: std::net::SocketAddr,
         hold_tunnels: u64,
+        idle_seconds: u64,
     ) -> Runner {
         Runner {
             tool,
@@ -114,6 +120,7 @@ impl Runner {
             backend_pid,
             backend,
             hold_tunnels,
+            idle_seconds,
             runs: std::cell::Cell::new(0),
         }
     }

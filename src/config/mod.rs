@@ -58,6 +58,8 @@ pub struct ServerSettings {
     /// The longest a write to a client may stay blocked (a client that
     /// does not read).
     pub send_timeout: Duration,
+    /// Over how long a drain spreads its goodbyes (Close 1001) to tunnels.
+    pub shutdown_spread: Duration,
     /// Reload the route file when it changes on disk (`watch`).
     pub watch: bool,
 }
@@ -75,6 +77,7 @@ impl Default for ServerSettings {
             access_log: AccessLog::Stderr,
             client_body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
+            shutdown_spread: defaults::shutdown_spread(Duration::from_secs(30)),
             watch: false,
         }
     }
@@ -267,6 +270,14 @@ pub struct ProxyRoute {
     /// An upgraded connection silent both ways this long is closed.
     pub idle_timeout: Duration,
     pub allow_origins: OriginPolicy,
+    /// A tunnel side silent this long is sent a Ping; zero: never.
+    pub ping_interval: Duration,
+    /// No frame back within this of the Ping: that side is dead.
+    pub ping_timeout: Duration,
+    /// The largest message a client may send (sum of its frames' payloads).
+    pub max_message_size: u64,
+    /// A tunnel older than this (±10 %) is closed; zero: never.
+    pub max_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,6 +315,16 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+    pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const MAX_MESSAGE_SIZE: u64 = 16 << 20;
+    pub const MAX_LIFETIME: Duration = Duration::ZERO;
+
+    /// `shutdown_spread` when not set: the smaller of 10 s and half of
+    /// `shutdown_timeout`.
+    pub fn shutdown_spread(shutdown_timeout: Duration) -> Duration {
+        Duration::from_secs(10).min(shutdown_timeout / 2)
+    }
 }
 
 /// A line and column in the route file, both counted from 1.

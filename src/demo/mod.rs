@@ -7,13 +7,18 @@
 //! `/static/` from the folder, `/ws/` upgraded to the backend, everything
 //! else proxied. The route file is an ordinary one: the demo prints its
 //! path, and `switchyard run -c` accepts it as is.
+//!
+//! SIGUSR1 restarts the proxy side on the same ports (the backend stays):
+//! the drain says goodbye to every tunnel with Close 1001, and the page
+//! shows how a client reconnects.
 
 pub mod chat;
 
 use crate::config::{Config, Scheme};
 use crate::error::RunError;
-use crate::lifecycle::{Proxy, Signals};
+use crate::lifecycle::{Asked, Proxy, Signals};
 use std::path::Path;
+use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
 
 /// What can stop the demo from starting.
@@ -48,13 +53,31 @@ pub async fn run(port: u16, tls_port: u16) -> Result<(), DemoError> {
         &route_file,
         route_file_text(port, tls_port, &backend_addr.to_string()),
     )?;
-    let signals = Signals::install()?;
-    let proxy = Proxy::start(Config::load(&route_file)?).await?;
+    let mut signals = Signals::install()?;
+    let mut restart =
+        tokio::signal::unix::signal(SignalKind::user_defined1()).map_err(RunError::Signals)?;
+    let mut proxy = Proxy::start(Config::load(&route_file)?).await?;
+    // Restarts bind the ports the first start picked.
+    let port_of = |wanted: Scheme, listeners: &[(std::net::SocketAddr, Scheme)]| {
+        listeners
+            .iter()
+            .find(|(_, scheme)| *scheme == wanted)
+            .map_or(0, |(addr, _)| addr.port())
+    };
+    let listeners = proxy.listeners().await;
+    std::fs::write(
+        &route_file,
+        route_file_text(
+            port_of(Scheme::Http, &listeners),
+            port_of(Scheme::Https, &listeners),
+            &backend_addr.to_string(),
+        ),
+    )?;
 
     println!();
     println!("  Switchyard demo: the chat room of the WebSocket tutorial, behind the proxy.");
     println!();
-    for (addr, scheme) in proxy.listeners().await {
+    for (addr, scheme) in listeners {
         let url = format!("{scheme}://localhost:{}/", addr.port());
         match scheme {
             Scheme::Http => println!("    open  {url}    (WebSocket over ws://)"),
@@ -69,13 +92,44 @@ pub async fn run(port: u16, tls_port: u16) -> Result<(), DemoError> {
         "  Chat backend: http://{backend_addr}   Route file: {}",
         route_file.display()
     );
+    println!(
+        "  `kill -USR1 {}` restarts the proxy side: the rooms get Close 1001 and reconnect.",
+        std::process::id()
+    );
     println!("  Press Ctrl-C to stop.");
     println!();
 
-    let result = proxy.run_until_stopped(signals).await;
+    let result = loop {
+        tokio::select! {
+            asked = signals.next() => match asked {
+                Asked::Reload => proxy.reload_logged().await,
+                // The demo logs to stderr; SIGUSR1 restarts its proxy side.
+                Asked::ReopenLog => {}
+                Asked::Stop => {
+                    tracing::info!("stop signal received");
+                    break Ok(());
+                }
+            },
+            _ = restart.recv() => {
+                tracing::info!("restarting the proxy side");
+                proxy.shutdown().await;
+                drop(proxy);
+                proxy = match Proxy::start(Config::load(&route_file)?).await {
+                    Ok(proxy) => proxy,
+                    Err(e) => {
+                        stop_backend.cancel();
+                        let _ = chat.await;
+                        return Err(e.into());
+                    }
+                };
+                tracing::info!("proxy side restarted");
+            }
+        }
+    };
+    proxy.shutdown().await;
     stop_backend.cancel();
     let _ = chat.await;
-    Ok(result?)
+    result
 }
 
 /// The route file the demo runs on: the seed tutorial's nginx block, as

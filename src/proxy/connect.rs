@@ -22,7 +22,7 @@
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::{BAD_WEBSOCKET_VERSION, ProxyError};
 use crate::metrics::Refusal;
-use crate::proxy::upgrade::check_origin;
+use crate::proxy::upgrade::{check_origin, limits};
 use crate::proxy::{Peer, headers, outgoing};
 use crate::state::{ActiveRoute, State, Target};
 use crate::upstream::UpgradeAnswer;
@@ -126,11 +126,11 @@ pub async fn relay(
 
     let tunnel = Tunnel {
         stats: stats.clone(),
-        idle_timeout: proxy.idle_timeout,
+        limits: limits(proxy),
         upstream_server: server.clone(),
         peer: peer.addr,
         http: Version::HTTP_2,
-        hard_stop: state.hard_stop.clone(),
+        drain: state.tunnels.clone(),
         lease,
     };
     peer.become_tunnel(Handover {
@@ -138,6 +138,7 @@ pub async fn relay(
         client: client_upgrade,
         upstream: stream,
         early,
+        goodbye: None,
     });
     Ok((accepted(&mut head), Some(server)))
 }

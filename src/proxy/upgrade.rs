@@ -17,7 +17,7 @@ use crate::metrics::{Refusal, RouteStats};
 use crate::proxy::{Peer, headers, outgoing};
 use crate::state::State;
 use crate::upstream::{UpgradeAnswer, Upstream};
-use crate::ws::relay::{Handover, Tunnel};
+use crate::ws::relay::{Handover, Limits, Tunnel};
 use base64::Engine;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -94,11 +94,11 @@ pub async fn relay(
 
     let tunnel = Tunnel {
         stats: stats.clone(),
-        idle_timeout: route.idle_timeout,
+        limits: limits(route),
         upstream_server: server.clone(),
         peer: peer.addr,
         http: http::Version::HTTP_11,
-        hard_stop: state.hard_stop.clone(),
+        drain: state.tunnels.clone(),
         lease,
     };
     peer.become_tunnel(Handover {
@@ -106,6 +106,7 @@ pub async fn relay(
         client: client_upgrade,
         upstream: stream,
         early,
+        goodbye: None,
     });
 
     headers::to_client(&mut head.headers, true);
@@ -113,6 +114,18 @@ pub async fn relay(
         Response::from_parts(head, ResponseBody::empty()),
         Some(server),
     ))
+}
+
+/// What a tunnel of `route` may do: timeouts, pings, message size,
+/// lifetime (over HTTP/1.1 and HTTP/2 alike).
+pub(super) fn limits(route: &ProxyRoute) -> Limits {
+    Limits {
+        idle_timeout: route.idle_timeout,
+        ping_interval: route.ping_interval,
+        ping_timeout: route.ping_timeout,
+        max_message_size: route.max_message_size,
+        max_lifetime: route.max_lifetime,
+    }
 }
 
 /// A WebSocket handshake's `Origin` against the route's `allow_origins`

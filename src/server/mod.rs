@@ -26,6 +26,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -280,19 +281,23 @@ async fn serve(
     let h2 = negotiated_h2(&io);
     let io = ClientStream::new(io, send_timeout);
     stats.open.inc();
+    state.http_connections.fetch_add(1, Ordering::Relaxed);
     let mut client = Peer::new(peer, scheme, state);
     if over_cap {
         client.over_ip_cap = Some(ip_cap);
     }
     if h2 {
         stats.http2.inc();
+        let state = client.state.clone();
         http2::serve(io, client, header_timeout).await;
+        state.http_connections.fetch_sub(1, Ordering::Relaxed);
         stats.open.dec();
         return;
     }
     stats.http1.inc();
     let peer = Arc::new(client);
     http1::serve(io, peer.clone(), header_timeout).await;
+    peer.state.http_connections.fetch_sub(1, Ordering::Relaxed);
     stats.open.dec();
     // An upgraded connection carries on as a tunnel, in this same task.
     if let Some(tunnel) = peer.take_tunnel() {

@@ -1,98 +1,104 @@
-//! Upgraded connections: splicing two byte streams until one side is done.
+//! The tunnel: what a connection becomes after its `101`, two WebSocket
+//! streams relayed frame-aware until one side is done.
 //!
-//! After a `101 Switching Protocols` the proxy no longer speaks HTTP on
-//! either connection; it copies bytes both ways. A tunnel ends when either
-//! side closes (its end-of-stream is passed on first), when both sides have
-//! been silent for the route's `idle_timeout`, or at the hard stop of a
-//! shutdown. It then writes one `access` event with the route, bytes each
-//! way, duration and who closed. A tunnel that lives past a minute gets TCP
-//! keep-alive probes on its upstream socket, so an upstream host that
-//! vanished without a word is noticed well before `idle_timeout`.
+//! Bytes cross unchanged in both directions ([`super::flow`]); a frame
+//! reader per direction knows where frames begin and end, so the proxy can
+//! add frames of its own between the peers' ones. A tunnel ends when:
 //!
-//! An idle tunnel holds no copy buffer. Bytes are read into the worker
-//! thread's one scratch buffer and written straight to the other side; only
-//! when that side cannot take them all does the rest move to a buffer of the
-//! tunnel's own, until it drains. Thousands of quiet chat connections
-//! therefore cost two sockets and one small task each.
+//! - either side closes its connection (its end-of-stream is passed on);
+//! - a close handshake completed (a Close went each way): at once;
+//! - a side sent nothing within `ping_timeout` of the proxy's Ping
+//!   (`ping_interval` of silence): Close 1001 to the other side;
+//! - a client message went past `max_message_size`: Close 1009 to the
+//!   client, 1001 to the upstream;
+//! - `max_lifetime` (±10 %) passed, the owner fired its [`Goodbye`], or the
+//!   drain reached this tunnel's moment of `shutdown_spread`: Close 1001 to
+//!   both sides;
+//! - the peers' own frames were silent both ways for `idle_timeout` (the
+//!   proxy's pings and their pongs do not count);
+//! - the hard stop of a shutdown.
+//!
+//! After its own Close the proxy waits for the answers: up to
+//! `ping_timeout` (10 s when pings are off), or during a drain until the
+//! hard stop. It then writes one `access` event with the route, bytes and
+//! messages each way, close codes, duration and who closed.
+//!
+//! Cheap by construction: an idle tunnel holds no copy buffer (reads go to
+//! the worker's scratch buffer), and every deadline it has (idle, each
+//! side's ping and ping timeout, lifetime, goodbye moment, keep-alive
+//! probes) shares one coarse [`Timeout`], re-armed lazily when it fires. No
+//! tokio sleep, no extra task, no extra system call per message.
+//!
+//! # For the owners of tunnels
+//!
+//! - [`Handover::goodbye`]: an optional [`Goodbye`] handle; whoever keeps a
+//!   clone may ask this one tunnel to close (Close 1001 to both sides, at
+//!   frame boundaries), e.g. to rebalance a fleet.
+//! - [`Tunnel::relay`] is generic over both [`End`]s: the client end may be
+//!   a socket, a TLS stream or an HTTP/2 stream (`TokioIo<Upgraded>`).
+//! - The end-of-tunnel hook is [`Tunnel::finish`]: every tunnel passes
+//!   through it exactly once, whatever ended it. The per-server count
+//!   ([`TunnelLease`]) is given back when the tunnel is dropped right
+//!   after; a lease's goodbye (fleet rebalancing) ends the tunnel like
+//!   [`Goodbye`], with `closed_by="rebalance"`.
 
+use super::close::{PingTag, code};
+use super::flow::Flow;
+use super::goodbye::{Goodbye, lifetime_end};
+use super::liveness::{Due, Pings, Side};
+pub use super::splice::{Closed, Splice};
+use super::wake::Wakers;
+use super::watch::{Closer, Ending, Watch};
 use crate::io::{ClientStream, End, UpstreamStream};
 use crate::metrics::RouteStats;
-use crate::state::{Signal, StopSignal};
+use crate::state::{StopSignal, TunnelDrain};
 use crate::timer::Timeout;
 use crate::upstream::TunnelLease;
-use crate::ws::close;
-use crate::ws::frame::Boundaries;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use std::cell::RefCell;
 use std::future::Future;
-use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, ReadBuf};
 use tracing::Instrument;
-
-/// Bytes read per call, into the worker's scratch buffer.
-const CHUNK: usize = 64 * 1024;
-/// Reads per direction per poll before yielding to other tasks.
-const READS_PER_POLL: usize = 16;
 
 /// A tunnel older than this has TCP keep-alive probes on its upstream
 /// socket, so a vanished upstream host is noticed long before
 /// `idle_timeout`. Short tunnels never pay for the two system calls.
 const PROBES_AFTER: Duration = Duration::from_secs(60);
+/// How long the peers have to answer the proxy's Close when pings are off.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// How long the last writes may take once a tunnel is over.
+const FINISH_WAIT: Duration = Duration::from_secs(2);
 
-/// Whether the upstream socket has keep-alive probes yet.
-#[derive(Clone, Copy)]
-enum Probes {
-    /// Not yet; from this instant on.
-    From(Instant),
-    Armed,
+/// A route's WebSocket settings, as a tunnel uses them.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub idle_timeout: Duration,
+    /// Zero: no pings.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub max_message_size: u64,
+    /// Zero: unlimited.
+    pub max_lifetime: Duration,
 }
 
 /// Everything a tunnel needs besides its two connections.
 pub struct Tunnel {
     pub stats: Arc<RouteStats>,
-    pub idle_timeout: Duration,
+    pub limits: Limits,
     pub upstream_server: Arc<str>,
     /// The client's address, for the close event.
     pub peer: std::net::SocketAddr,
     /// The HTTP version the client's handshake came in (`2`: RFC 8441).
     pub http: http::Version,
-    pub hard_stop: Signal,
-    /// The tunnel's count on its upstream server, given back at its end.
+    /// The drain's signals and goodbye moments, shared by all tunnels.
+    pub drain: Arc<TunnelDrain>,
+    /// The tunnel's count on its upstream server, given back when the
+    /// tunnel (and so the lease) is dropped at its end.
     pub lease: TunnelLease,
-}
-
-/// Who ended a tunnel.
-#[derive(Debug)]
-pub enum Closed {
-    Client,
-    Upstream,
-    ClientError(io::Error),
-    UpstreamError(io::Error),
-    IdleTimeout,
-    Shutdown,
-    /// Sent Close 1001 both ways to even out the upstream's servers.
-    Rebalanced,
-}
-
-impl Closed {
-    fn who(&self) -> &'static str {
-        match self {
-            Closed::Client => "client",
-            Closed::Upstream => "upstream",
-            Closed::ClientError(_) => "client-error",
-            Closed::UpstreamError(_) => "upstream-error",
-            Closed::IdleTimeout => "idle-timeout",
-            Closed::Shutdown => "shutdown",
-            Closed::Rebalanced => "rebalance",
-        }
-    }
 }
 
 /// An upgrade the upstream accepted, waiting for the client connection to
@@ -101,10 +107,12 @@ pub struct Handover {
     pub tunnel: Tunnel,
     /// The client's half, from `hyper::upgrade::on`.
     pub client: OnUpgrade,
-    /// The upstream's raw connection.
+    /// The upstream's connection.
     pub upstream: UpstreamStream,
     /// What the upstream sent right behind its `101`.
     pub early: Bytes,
+    /// Fired by the tunnel's owner to close it.
+    pub goodbye: Option<Goodbye>,
 }
 
 impl Handover {
@@ -117,6 +125,7 @@ impl Handover {
             client,
             upstream,
             early,
+            goodbye,
         } = self;
         let span = tracing::debug_span!(
             "tunnel",
@@ -130,109 +139,22 @@ impl Handover {
                 return;
             }
         };
+        // The relay budgets its own reads (and yields after a batch), so
+        // tokio's per-operation budget would only be counted for nothing.
         match client.downcast::<TokioIo<ClientStream>>() {
             Ok(client) => {
-                let splice = Splice::new(client.io.into_inner(), client.read_buf, upstream, early);
-                tunnel.relay(splice).instrument(span).await
+                let (io, read_buf) = (client.io.into_inner(), client.read_buf);
+                let relay = tunnel.relay(io, read_buf, upstream, early, goodbye);
+                tokio::task::unconstrained(relay).instrument(span).await
             }
             // Not the stream type the server hands out: relay through
             // hyper's own wrapper.
             Err(client) => {
-                let splice = Splice::new(TokioIo::new(client), Bytes::new(), upstream, early);
-                tunnel.relay(splice).instrument(span).await
+                let client = TokioIo::new(client);
+                let relay = tunnel.relay(client, Bytes::new(), upstream, early, goodbye);
+                tokio::task::unconstrained(relay).instrument(span).await
             }
         }
-    }
-}
-
-impl Tunnel {
-    async fn relay<A, B>(mut self, mut splice: Splice<A, B>)
-    where
-        A: End,
-        B: End,
-    {
-        let started = Instant::now();
-        self.stats.tunnel_opened();
-        let goodbye = self.lease.opened();
-        if goodbye.is_some() {
-            // Rebalancing may ask it to leave: follow the frames, so the
-            // goodbye goes in between them.
-            splice.up.frames = Some(Boundaries::default());
-            splice.down.frames = Some(Boundaries::default());
-        }
-        let mut leaving: Option<Timeout> = None;
-        splice.stats = Some(self.stats.clone());
-        // One timer for both the idle timeout and the keep-alive probes.
-        let mut probes = Probes::From(started + PROBES_AFTER);
-        let mut timer = Timeout::at(started + self.idle_timeout.min(PROBES_AFTER));
-        let mut hard_stop = StopSignal::new(&self.hard_stop);
-        // The splice first: most wakes are bytes to move.
-        let closed = std::future::poll_fn(|cx| {
-            if let Poll::Ready(closed) = Pin::new(&mut splice).poll(cx) {
-                return Poll::Ready(closed);
-            }
-            if hard_stop.poll_stopped(cx) {
-                return Poll::Ready(Closed::Shutdown);
-            }
-            if let Some(goodbye) = &goodbye
-                && leaving.is_none()
-                && goodbye.poll_fired(cx)
-            {
-                splice.up.goodbye = Goodbye::Wanted(close_to_upstream());
-                splice.down.goodbye = Goodbye::Wanted(close_to_client());
-                leaving = Some(Timeout::after(GOODBYE_GRACE));
-                // Go round again: the frames may go out right away.
-                cx.waker().wake_by_ref();
-            }
-            if let Some(grace) = &mut leaving
-                && Pin::new(grace).poll(cx).is_ready()
-            {
-                return Poll::Ready(Closed::Rebalanced);
-            }
-            while Pin::new(&mut timer).poll(cx).is_ready() {
-                let now = Instant::now();
-                if let Probes::From(at) = probes
-                    && at <= now
-                {
-                    splice.upstream.send_keepalive_probes();
-                    probes = Probes::Armed;
-                }
-                let idle_at = splice.last_activity + self.idle_timeout;
-                if idle_at <= now {
-                    return Poll::Ready(Closed::IdleTimeout);
-                }
-                timer.reset(match probes {
-                    Probes::From(at) => at.min(idle_at),
-                    Probes::Armed => idle_at,
-                });
-            }
-            Poll::Pending
-        })
-        .await;
-        // A tunnel that said goodbye ends by the goodbye, whoever hung up.
-        let closed = match closed {
-            Closed::Client | Closed::Upstream if leaving.is_some() => Closed::Rebalanced,
-            other => other,
-        };
-        let duration = started.elapsed();
-        self.stats.tunnel_closed(duration);
-        let error = match &closed {
-            Closed::ClientError(e) | Closed::UpstreamError(e) => Some(e.to_string()),
-            _ => None,
-        };
-        tracing::info!(
-            target: "access",
-            peer = %self.peer,
-            http = %crate::access::http_version(self.http),
-            route = %self.stats.name,
-            upstream = %self.upstream_server,
-            bytes_to_upstream = splice.up.bytes,
-            bytes_to_client = splice.down.bytes,
-            duration_ms = duration.as_millis() as u64,
-            closed_by = closed.who(),
-            error,
-            "tunnel closed"
-        );
     }
 }
 
@@ -246,270 +168,313 @@ fn detach(early: Bytes) -> Bytes {
     }
 }
 
-/// Both directions of a tunnel, polled as one future.
-pub struct Splice<A, B> {
-    client: A,
-    upstream: B,
-    /// Client → upstream.
-    up: Flow,
-    /// Upstream → client.
-    down: Flow,
-    last_activity: Instant,
-    stats: Option<Arc<RouteStats>>,
+/// Whether the upstream socket has keep-alive probes yet.
+#[derive(Clone, Copy)]
+enum Probes {
+    /// Not yet; from this instant on.
+    From(Instant),
+    Armed,
 }
 
-/// How long a tunnel that said goodbye waits for its client to answer.
-const GOODBYE_GRACE: Duration = Duration::from_secs(2);
-/// What the proxy's Close frames say.
-const GOODBYE_REASON: &str = "rebalancing";
-
-fn close_to_client() -> Bytes {
-    Bytes::from(close::frame(close::GOING_AWAY, GOODBYE_REASON, None))
+/// Which stop signal the tunnel waits for: the drain, then the hard stop.
+enum Stopping {
+    Drain(StopSignal),
+    Hard(StopSignal),
 }
 
-fn close_to_upstream() -> Bytes {
-    let mask = fastrand::u32(..).to_be_bytes();
-    Bytes::from(close::frame(close::GOING_AWAY, GOODBYE_REASON, Some(mask)))
+/// The tunnel's deadlines besides the pings, all on one timer.
+struct Deadlines {
+    probes: Probes,
+    lifetime: Option<Instant>,
+    /// This tunnel's moment in the drain's spread.
+    goodbye: Option<Instant>,
+    /// The peers must have answered the proxy's Close by then.
+    close_by: Option<Instant>,
 }
 
-/// A direction's part in a goodbye.
-#[derive(Default)]
-enum Goodbye {
-    #[default]
-    None,
-    /// This Close frame goes out at the next frame boundary.
-    Wanted(Bytes),
-    /// It went out (or is in `pending`): nothing more is relayed.
-    Sent,
-}
-
-/// One direction of a tunnel.
-#[derive(Default)]
-struct Flow {
-    /// Bytes read but not yet written: empty unless the writer pushed back.
-    pending: Bytes,
-    /// The reader reached end-of-stream.
-    eof: bool,
-    /// Bytes were written since the last flush.
-    unflushed: bool,
-    /// Total bytes read from this direction's reader.
-    bytes: u64,
-    /// Frame boundaries, followed when the tunnel may have to say goodbye.
-    frames: Option<Boundaries>,
-    goodbye: Goodbye,
-}
-
-enum FlowError {
-    Read(io::Error),
-    Write(io::Error),
-}
-
-impl<A, B> Splice<A, B>
-where
-    A: End,
-    B: End,
-{
-    /// Splice `client` and `upstream`; `*_early` are bytes each side sent
-    /// right behind the handshake, already read by the HTTP parser.
-    pub fn new(client: A, client_early: Bytes, upstream: B, upstream_early: Bytes) -> Self {
-        Splice {
+impl Tunnel {
+    /// Relay between `client` and `upstream`; `*_early` are bytes each
+    /// side sent right behind the handshake, already read by the HTTP
+    /// parser.
+    pub async fn relay<A, B>(
+        mut self,
+        client: A,
+        client_early: Bytes,
+        upstream: B,
+        upstream_early: Bytes,
+        mut goodbye: Option<Goodbye>,
+    ) where
+        A: End,
+        B: End,
+    {
+        let started = Instant::now();
+        self.stats.tunnel_opened();
+        self.drain.opened();
+        // Counted on its server; rebalancing may ask it to leave.
+        let mut rebalance = self.lease.opened();
+        let limits = &self.limits;
+        let mut splice = Splice {
             client,
             upstream,
-            up: Flow {
-                pending: detach(client_early),
-                ..Flow::default()
-            },
-            down: Flow {
-                pending: detach(upstream_early),
-                ..Flow::default()
-            },
-            last_activity: Instant::now(),
-            stats: None,
-        }
-    }
-}
-
-impl<A, B> Future for Splice<A, B>
-where
-    A: End,
-    B: End,
-{
-    type Output = Closed;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
-        let this = &mut *self;
-        let before = this.up.bytes + this.down.bytes;
-        let stats = this.stats.as_deref();
-        let count = |to_upstream| {
-            move |n| {
-                if let Some(stats) = stats {
-                    stats.tunnel_bytes(to_upstream, n);
-                }
-            }
+            up: Flow::new(Side::Client, detach(client_early), limits.max_message_size),
+            down: Flow::new(Side::Upstream, detach(upstream_early), u64::MAX),
+            watch: Watch::new(fastrand::u32(..)),
+            stats: Some(self.stats.clone()),
+            wakers: Wakers::new(),
+            ended: [false; 2],
         };
-        let up = poll_flow(
-            cx,
-            &mut this.client,
-            &mut this.upstream,
-            &mut this.up,
-            count(true),
-        );
-        let down = poll_flow(
-            cx,
-            &mut this.upstream,
-            &mut this.client,
-            &mut this.down,
-            count(false),
-        );
-        if this.up.bytes + this.down.bytes > before {
-            this.last_activity = Instant::now();
+        let mut pings = Pings::new(limits.ping_interval, limits.ping_timeout, started);
+        if pings.enabled() {
+            splice.up.reader.watch_pongs(PingTag::LEN);
+            splice.down.reader.watch_pongs(PingTag::LEN);
         }
-        match (up, down) {
-            (Poll::Ready(Ok(())), _) => Poll::Ready(Closed::Client),
-            (Poll::Ready(Err(FlowError::Read(e))), _) => Poll::Ready(Closed::ClientError(e)),
-            (Poll::Ready(Err(FlowError::Write(e))), _) => Poll::Ready(Closed::UpstreamError(e)),
-            (_, Poll::Ready(Ok(()))) => Poll::Ready(Closed::Upstream),
-            (_, Poll::Ready(Err(FlowError::Read(e)))) => Poll::Ready(Closed::UpstreamError(e)),
-            (_, Poll::Ready(Err(FlowError::Write(e)))) => Poll::Ready(Closed::ClientError(e)),
-            (Poll::Pending, Poll::Pending) => Poll::Pending,
-        }
-    }
-}
+        let close_wait = if pings.enabled() {
+            limits.ping_timeout
+        } else {
+            CLOSE_WAIT
+        };
+        let mut deadlines = Deadlines {
+            probes: Probes::From(started + PROBES_AFTER),
+            lifetime: (!limits.max_lifetime.is_zero())
+                .then(|| lifetime_end(started, limits.max_lifetime, fastrand::f64())),
+            goodbye: None,
+            close_by: None,
+        };
+        let mut last_activity = started;
+        let mut armed = self.next_deadline(&deadlines, &pings, last_activity);
+        let mut timer = Timeout::at(armed);
+        let mut stopping = Stopping::Drain(StopSignal::new(&self.drain.draining));
 
-/// Move bytes from `from` to `to` until `from` has nothing more for now.
-/// Ready(Ok) once `from` ended and the end was passed on to `to`. `count`
-/// hears of every read before its bytes are written on, so the metrics
-/// never lag behind what the other side has received.
-fn poll_flow<R, W>(
-    cx: &mut Context<'_>,
-    from: &mut R,
-    to: &mut W,
-    flow: &mut Flow,
-    count: impl Fn(u64),
-) -> Poll<Result<(), FlowError>>
-where
-    R: AsyncRead + Unpin,
-    W: End,
-{
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        relay(cx, from, to, flow, &mut scratch[..], count)
-    })
-}
-
-thread_local! {
-    /// Each worker's read buffer, shared by all its tunnels: a poll uses it
-    /// and leaves nothing in it, so idle tunnels hold no buffer at all.
-    static SCRATCH: RefCell<Box<[MaybeUninit<u8>]>> =
-        RefCell::new(vec![MaybeUninit::uninit(); CHUNK].into_boxed_slice());
-}
-
-fn relay<R, W>(
-    cx: &mut Context<'_>,
-    from: &mut R,
-    to: &mut W,
-    flow: &mut Flow,
-    chunk: &mut [MaybeUninit<u8>],
-    count: impl Fn(u64),
-) -> Poll<Result<(), FlowError>>
-where
-    R: AsyncRead + Unpin,
-    W: End,
-{
-    for _ in 0..READS_PER_POLL {
-        // Whatever the writer refused last time goes first.
-        while flow.pending.has_remaining() {
-            match Pin::new(&mut *to).poll_write(cx, &flow.pending) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(FlowError::Write(io::ErrorKind::WriteZero.into())));
+        let closed = std::future::poll_fn(|cx| {
+            // A few rounds at most: a round that queues frames of the
+            // proxy's (a ping, a goodbye) polls the splice again to write
+            // them.
+            for _ in 0..3 {
+                // The splice first: most wakes are bytes to move.
+                if let Poll::Ready(closed) = Pin::new(&mut splice).poll(cx) {
+                    return Poll::Ready(closed);
                 }
-                Poll::Ready(Ok(n)) => {
-                    flow.pending.advance(n);
-                    flow.unflushed = true;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(FlowError::Write(e))),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        if let Goodbye::Wanted(frame) = &flow.goodbye
-            && flow.frames.as_ref().is_none_or(Boundaries::at_boundary)
-        {
-            flow.pending = frame.clone();
-            flow.goodbye = Goodbye::Sent;
-            continue;
-        }
-        if flow.eof {
-            ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(FlowError::Write)?;
-            if to.shutdown_before_close() {
-                ready!(Pin::new(&mut *to).poll_shutdown(cx)).map_err(FlowError::Write)?;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        let mut buf = ReadBuf::uninit(chunk);
-        match Pin::new(&mut *from).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(FlowError::Read(e))),
-            Poll::Pending => {
-                if flow.unflushed {
-                    match Pin::new(&mut *to).poll_flush(cx) {
-                        Poll::Ready(Ok(())) => flow.unflushed = false,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(FlowError::Write(e))),
-                        Poll::Pending => {}
+                let (up, down) = (&mut splice.up, &mut splice.down);
+                if up.heard || down.heard || up.moved || down.moved {
+                    // A tick's precision is plenty for deadlines of seconds,
+                    // and costs no clock read per message.
+                    let now = crate::timer::coarse_now();
+                    for flow in [up, down] {
+                        if std::mem::take(&mut flow.heard) {
+                            pings.heard(flow.from, now);
+                        }
+                        if std::mem::take(&mut flow.moved) {
+                            last_activity = now;
+                        }
                     }
                 }
-                return Poll::Pending;
-            }
-        }
-        let data = buf.filled();
-        if data.is_empty() {
-            flow.eof = true;
-            continue;
-        }
-        if matches!(flow.goodbye, Goodbye::Sent) {
-            // After the goodbye nothing is relayed: an answer from the
-            // client (its Close) ends the tunnel.
-            flow.eof = true;
-            continue;
-        }
-        if let Some(frames) = &mut flow.frames {
-            let boundary = frames.advance(data, 0);
-            if let (Goodbye::Wanted(frame), Some(at)) = (&flow.goodbye, boundary) {
-                // The rest of the current frame, then the goodbye.
-                let mut out = Vec::with_capacity(at + frame.len());
-                out.extend_from_slice(&data[..at]);
-                out.extend_from_slice(frame);
-                flow.bytes += at as u64;
-                count(at as u64);
-                flow.pending = Bytes::from(out);
-                flow.goodbye = Goodbye::Sent;
-                continue;
-            }
-        }
-        flow.bytes += data.len() as u64;
-        count(data.len() as u64);
-        let mut written = 0;
-        while written < data.len() {
-            match Pin::new(&mut *to).poll_write(cx, &data[written..]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(FlowError::Write(io::ErrorKind::WriteZero.into())));
+                if splice.watch.pongs != 0 {
+                    self.stats
+                        .tunnel_pongs(std::mem::take(&mut splice.watch.pongs));
                 }
-                Poll::Ready(Ok(n)) => {
-                    written += n;
-                    flow.unflushed = true;
+                let (wanted, ending) = (splice.watch.wants_any(), splice.watch.ending);
+                let stopped = match &mut stopping {
+                    Stopping::Drain(signal) | Stopping::Hard(signal) => signal.poll_stopped(cx),
+                };
+                if stopped {
+                    if matches!(stopping, Stopping::Hard(_)) {
+                        return Poll::Ready(Closed::Shutdown);
+                    }
+                    let moment = self.drain.goodbye_moment();
+                    deadlines.goodbye = Some(moment);
+                    if moment < armed {
+                        armed = moment;
+                        timer.reset(armed);
+                    }
+                    let mut hard = StopSignal::new(&self.drain.hard_stop);
+                    if hard.poll_stopped(cx) {
+                        return Poll::Ready(Closed::Shutdown);
+                    }
+                    stopping = Stopping::Hard(hard);
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(FlowError::Write(e))),
-                Poll::Pending => {
-                    // The writer is full: keep the rest until it drains.
-                    flow.pending = Bytes::copy_from_slice(&data[written..]);
-                    return Poll::Pending;
+                if let Some(handle) = &goodbye
+                    && handle.poll_fired(cx)
+                {
+                    goodbye = None;
+                    splice.watch.begin(Ending::Goodbye);
+                }
+                if let Some(handle) = &rebalance
+                    && handle.poll_fired(cx)
+                {
+                    rebalance = None;
+                    splice.watch.begin(Ending::Rebalance);
+                }
+                while timer.poll_in_task(cx).is_ready() {
+                    let now = Instant::now();
+                    if let Some(closed) =
+                        self.on_timer(now, &mut splice, &mut pings, &mut deadlines, last_activity)
+                    {
+                        return Poll::Ready(closed);
+                    }
+                    armed = self.next_deadline(&deadlines, &pings, last_activity);
+                    timer.reset(armed);
+                }
+                let began = splice.watch.ending != ending;
+                if began && splice.watch.ending != Some(Ending::Shutdown) {
+                    // The proxy began to close: the peers have `close_wait`
+                    // to answer (a drain waits for the hard stop instead).
+                    let by = Instant::now() + close_wait;
+                    deadlines.close_by = Some(by);
+                    if by < armed {
+                        armed = by;
+                        timer.reset(armed);
+                    }
+                }
+                if !began && (wanted || !splice.watch.wants_any()) {
+                    break;
                 }
             }
+            Poll::Pending
+        })
+        .await;
+        // The last writes (a TLS close_notify, a Close still queued) get a
+        // moment, on the same timer.
+        let drained = splice.up.drained() && splice.down.drained();
+        let tls = splice.client.shutdown_before_close() || splice.upstream.shutdown_before_close();
+        if matches!(closed, Closed::Handshake | Closed::CloseTimeout) && (tls || !drained) {
+            timer.reset(Instant::now() + FINISH_WAIT);
+            let Splice {
+                client,
+                upstream,
+                up,
+                down,
+                ..
+            } = &mut splice;
+            std::future::poll_fn(|cx| {
+                let a = down.poll_finish(cx, client);
+                let b = up.poll_finish(cx, upstream);
+                if (a.is_ready() && b.is_ready()) || timer.poll_in_task(cx).is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
         }
+        self.finish(&splice, closed, started);
     }
-    // Budget used up: let other tasks run, then continue.
-    if flow.unflushed && Pin::new(&mut *to).poll_flush(cx).is_ready() {
-        flow.unflushed = false;
+
+    /// The earliest instant the timer must look at the tunnel again.
+    fn next_deadline(
+        &self,
+        deadlines: &Deadlines,
+        pings: &Pings,
+        last_activity: Instant,
+    ) -> Instant {
+        let mut next = last_activity + self.limits.idle_timeout;
+        for at in [
+            match deadlines.probes {
+                Probes::From(at) => Some(at),
+                Probes::Armed => None,
+            },
+            deadlines.lifetime,
+            deadlines.goodbye,
+            deadlines.close_by,
+            pings.next(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            next = next.min(at);
+        }
+        next
     }
-    cx.waker().wake_by_ref();
-    Poll::Pending
+
+    /// The timer fired: do what is due at `now`.
+    fn on_timer<A: End, B: End>(
+        &self,
+        now: Instant,
+        splice: &mut Splice<A, B>,
+        pings: &mut Pings,
+        deadlines: &mut Deadlines,
+        last_activity: Instant,
+    ) -> Option<Closed> {
+        if let Probes::From(at) = deadlines.probes
+            && at <= now
+        {
+            splice.upstream.send_keepalive_probes();
+            deadlines.probes = Probes::Armed;
+        }
+        if last_activity + self.limits.idle_timeout <= now {
+            return Some(Closed::IdleTimeout);
+        }
+        if deadlines.close_by.is_some_and(|at| at <= now) {
+            return Some(Closed::CloseTimeout);
+        }
+        while let Some(due) = pings.due(now) {
+            match due {
+                Due::Ping(side) => splice.watch.queue_ping(side),
+                Due::Dead(side) => {
+                    self.stats.tunnel_ping_timeout();
+                    splice.watch.begin(Ending::Dead(side));
+                    // Once that side is declared dead, stop asking.
+                    pings.heard(side, now);
+                }
+            }
+        }
+        if deadlines.lifetime.is_some_and(|at| at <= now) {
+            deadlines.lifetime = None;
+            splice.watch.begin(Ending::Lifetime);
+        }
+        if deadlines.goodbye.is_some_and(|at| at <= now) {
+            deadlines.goodbye = None;
+            splice.watch.begin(Ending::Shutdown);
+        }
+        None
+    }
+
+    /// The end-of-tunnel hook: every tunnel passes here once, whatever
+    /// ended it. Final writes, metrics, the access event.
+    fn finish<A: End, B: End>(&self, splice: &Splice<A, B>, closed: Closed, started: Instant) {
+        let duration = started.elapsed();
+        let watch = &splice.watch;
+        self.stats.tunnel_pongs(watch.pongs);
+        let proxy_close = watch
+            .own_close(Side::Client)
+            .or(watch.own_close(Side::Upstream));
+        let (by, code) = match (watch.first(), watch.ending) {
+            (Some(Closer::Peer(side)), _) => (
+                side.name(),
+                watch.close_from(side).unwrap_or(code::NO_STATUS),
+            ),
+            (Some(Closer::Proxy), _) | (None, Some(_)) => {
+                ("proxy", proxy_close.unwrap_or(code::GOING_AWAY))
+            }
+            (None, None) => (closed.by(), code::ABNORMAL),
+        };
+        self.stats.tunnel_closed(duration, by, code);
+        self.drain.closed();
+        let closed_by = match (watch.first(), watch.ending) {
+            (Some(Closer::Peer(side)), _) => side.name(),
+            (_, Some(ending)) => ending.closed_by(),
+            _ => closed.who(),
+        };
+        let error = match &closed {
+            Closed::ClientError(e) | Closed::UpstreamError(e) => Some(e.to_string()),
+            _ => None,
+        };
+        tracing::info!(
+            target: "access",
+            peer = %self.peer,
+            http = %crate::access::http_version(self.http),
+            route = %self.stats.name,
+            upstream = %self.upstream_server,
+            bytes_to_upstream = splice.up.bytes,
+            bytes_to_client = splice.down.bytes,
+            messages_to_upstream = splice.up.reader.messages,
+            messages_to_client = splice.down.reader.messages,
+            client_close = watch.close_from(Side::Client),
+            upstream_close = watch.close_from(Side::Upstream),
+            proxy_close,
+            duration_ms = duration.as_millis() as u64,
+            closed_by,
+            error,
+            "tunnel closed"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 // The demo chat room in a real browser, through the proxy.
 //
-//   node chat.mjs HTTP_BASE_URL HTTPS_BASE_URL
+//   node chat.mjs HTTP_BASE_URL HTTPS_BASE_URL [DEMO_PID]
 //
 // For each base URL (the page's WebSocket then goes over ws:// and wss://
 // respectively), two users sign in from two isolated browser contexts
@@ -8,7 +8,9 @@
 // message each, and one leaves while the other watches. Over https:// the
 // page must come over HTTP/2 and its WebSocket must be a stream of that
 // connection (RFC 8441: Chromium reports its handshake answered 200, where
-// an HTTP/1.1 WebSocket is answered 101). Every wait is
+// an HTTP/1.1 WebSocket is answered 101). With DEMO_PID, two more users then
+// watch the demo's proxy side restart (SIGUSR1): each page gets Close 1001,
+// says so, reconnects by itself and chats again. Every wait is
 // bounded; the first failed step ends the run with a non-zero exit code.
 // One line is printed per passed step.
 //
@@ -24,7 +26,7 @@ const STEP_MS = 10_000;
 /** Bound on starting Chromium (slow on a busy machine). */
 const LAUNCH_MS = 30_000;
 /** Bound on the whole run; past it Chromium is killed and the run fails. */
-const TOTAL_MS = 80_000;
+const TOTAL_MS = 110_000;
 
 const CHROMIUM_FLAGS = [
   '--headless',
@@ -43,7 +45,7 @@ class StepError extends Error {}
 
 function usage(message) {
   console.error(`chat.mjs: ${message}`);
-  console.error('usage: node chat.mjs HTTP_BASE_URL HTTPS_BASE_URL');
+  console.error('usage: node chat.mjs HTTP_BASE_URL HTTPS_BASE_URL [DEMO_PID]');
   process.exit(2);
 }
 
@@ -356,11 +358,97 @@ async function round(browser, base, wsScheme, names, h2) {
   }
 }
 
+async function expectNotice(user, type, startsWith) {
+  await waitInPage(
+    user.page,
+    `${user.name}'s message list to show a "${type}" line starting "${startsWith}"`,
+    ([type, startsWith]) =>
+      [...document.querySelectorAll(`#message-list li[data-type="${type}"] .text`)].some((el) =>
+        el.textContent.startsWith(startsWith),
+      ),
+    [type, startsWith],
+    () => describe(user),
+  );
+}
+
+// ---- the proxy side restarts under two users ----
+
+async function restartRound(browser, base, demoPid, names) {
+  const label = 'restart';
+  const users = [];
+  try {
+    for (const name of names) {
+      await step(label, `${name} opens a browser context and signs in`, async () => {
+        const user = await openUser(browser, name);
+        users.push(user);
+        await signIn(user, base);
+      });
+      await step(label, `${name}'s room connects`, () => expectConnected(users.at(-1), base, 'ws', false));
+    }
+    for (const user of users) {
+      await step(label, `${user.name}'s user list shows ${names.join(' and ')}`, () =>
+        expectUsers(user, names),
+      );
+    }
+    await step(label, `the demo's proxy side restarts (SIGUSR1 to ${demoPid})`, async () => {
+      process.kill(demoPid, 'SIGUSR1');
+    });
+    for (const user of users) {
+      await step(label, `${user.name}'s page says the server is going away (Close 1001)`, () =>
+        expectNotice(user, 'reconnecting', 'The server is going away (code 1001'),
+      );
+    }
+    for (const user of users) {
+      await step(label, `${user.name}'s page reconnects by itself and says so`, async () => {
+        await expectNotice(user, 'reconnected', 'Reconnected.');
+        await waitInPage(
+          user.page,
+          `#status of ${user.name} to be connected`,
+          () => document.getElementById('status')?.dataset.state === 'connected',
+          undefined,
+          () => describe(user),
+        );
+      });
+    }
+    const [erin, frank] = users;
+    for (const user of users) {
+      await step(label, `${user.name}'s user list shows ${names.join(' and ')} again`, () =>
+        expectUsers(user, names),
+      );
+    }
+    const text = `${erin.name} is back after the restart ✓`;
+    await step(label, `${erin.name} sends a message after the restart`, () =>
+      send(erin, text, 'enter'),
+    );
+    await step(label, `${frank.name} sees it`, () => expectChat(frank, [[erin.name, text]]));
+    // Refused attempts while the proxy was down are console errors of
+    // Chromium's; exceptions in the page are not allowed.
+    const errors = users.flatMap((u) =>
+      u.problems.filter((p) => p.startsWith('page error')).map((p) => `${u.name}: ${p}`),
+    );
+    await step(label, 'no page errors', async () => {
+      if (errors.length > 0) {
+        throw new StepError(errors.join('\n'));
+      }
+    });
+  } finally {
+    for (const user of users) {
+      await bounded(STEP_MS, `closing ${user.name}'s context`, () => user.context.close()).catch(
+        () => {},
+      );
+    }
+  }
+}
+
 // ---- main ----
 
-const [httpArg, httpsArg, ...extra] = process.argv.slice(2);
+const [httpArg, httpsArg, pidArg, ...extra] = process.argv.slice(2);
 if (httpArg === undefined || httpsArg === undefined || extra.length > 0) {
-  usage('expected exactly two arguments');
+  usage('expected two or three arguments');
+}
+const demoPid = pidArg === undefined ? null : Number(pidArg);
+if (demoPid !== null && !(Number.isInteger(demoPid) && demoPid > 0)) {
+  usage(`not a process id: ${JSON.stringify(pidArg)}`);
 }
 const httpBase = parseBase(httpArg, 'http:');
 const httpsBase = parseBase(httpsArg, 'https:');
@@ -396,6 +484,9 @@ try {
   console.log(`ok  Chromium started: ${await browser.version()}`);
   await round(browser, httpBase, 'ws', ['alice', 'bob'], false);
   await round(browser, httpsBase, 'wss', ['carol', 'dave'], true);
+  if (demoPid !== null) {
+    await restartRound(browser, httpBase, demoPid, ['erin', 'frank']);
+  }
   console.log('ok  all steps passed');
 } catch (err) {
   failed = true;

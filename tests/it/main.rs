@@ -26,3 +26,5 @@ mod upstream_tls;
 mod watch;
 mod websocket;
 mod websocket_h2;
+mod ws_config;
+mod ws_frames;

@@ -167,6 +167,18 @@ impl Checker<'_> {
         }
     }
 
+    /// The size at `key` (`"64KiB"`) with its span, if present and valid.
+    fn size_spanned(&self, table: &Table, key: &str) -> Option<Spanned<u64>> {
+        let value = table.string(key, "a size such as \"1MiB\"")?;
+        match super::units::parse_size(value.get_ref()) {
+            Ok(n) => Some(Spanned::new(value.span(), n)),
+            Err(message) => {
+                self.error_at(&value, message);
+                None
+            }
+        }
+    }
+
     /// A path written in the file, relative to the file's folder.
     fn path(&self, value: &str) -> PathBuf {
         self.base.join(value)

@@ -8,6 +8,7 @@ use crate::config::{OriginPolicy, ProxyRoute, RouteConfig, RouteTarget, StaticRo
 use crate::router::HostPattern;
 use std::collections::BTreeSet;
 use std::ops::Range;
+use std::time::Duration;
 use toml::Spanned;
 
 impl Checker<'_> {
@@ -97,6 +98,7 @@ impl Checker<'_> {
             "allow_origins",
             "an origin such as \"https://chat.example.com\"",
         );
+        let ws = self.websocket_keys(table);
         match (upstream, root) {
             (Some(_), Some(root)) => {
                 self.error_at(&root, "a route has `upstream` or `root`, not both");
@@ -149,6 +151,18 @@ impl Checker<'_> {
                     upstream: upstream.into_inner(),
                     idle_timeout,
                     allow_origins,
+                    ping_interval: ws
+                        .ping_interval
+                        .map_or(defaults::PING_INTERVAL, |d| d.into_inner()),
+                    ping_timeout: ws
+                        .ping_timeout
+                        .map_or(defaults::PING_TIMEOUT, |d| d.into_inner()),
+                    max_message_size: ws
+                        .max_message_size
+                        .map_or(defaults::MAX_MESSAGE_SIZE, |n| n.into_inner()),
+                    max_lifetime: ws
+                        .max_lifetime
+                        .map_or(defaults::MAX_LIFETIME, |d| d.into_inner()),
                 }))
             }
             (None, Some(root)) => {
@@ -161,6 +175,7 @@ impl Checker<'_> {
                         "allow_origins applies only to routes with an upstream",
                     );
                 }
+                ws.refuse_on_static(self);
                 let dir = self.path(root.get_ref());
                 if !dir.is_dir() {
                     let why = if dir.exists() {
@@ -172,6 +187,76 @@ impl Checker<'_> {
                     return None;
                 }
                 Some(RouteTarget::Static(StaticRoute { root: dir }))
+            }
+        }
+    }
+}
+
+/// The WebSocket keys of a route, each checked on its own.
+struct WebSocketKeys {
+    ping_interval: Option<Spanned<Duration>>,
+    ping_timeout: Option<Spanned<Duration>>,
+    max_message_size: Option<Spanned<u64>>,
+    max_lifetime: Option<Spanned<Duration>>,
+}
+
+impl Checker<'_> {
+    fn websocket_keys(&self, table: &Table) -> WebSocketKeys {
+        let ping_timeout = self
+            .duration_spanned(table, "ping_timeout")
+            .filter(|d| {
+                let ok = !d.get_ref().is_zero();
+                if !ok {
+                    self.error_at(
+                        d,
+                        "ping_timeout must be longer than zero (turn pings off with ping_interval = \"0s\")",
+                    );
+                }
+                ok
+            });
+        let max_message_size = self.size_spanned(table, "max_message_size").filter(|n| {
+            let ok = *n.get_ref() > 0;
+            if !ok {
+                self.error_at(n, "max_message_size must be at least 1 byte");
+            }
+            ok
+        });
+        WebSocketKeys {
+            ping_interval: self.duration_spanned(table, "ping_interval"),
+            ping_timeout,
+            max_message_size,
+            max_lifetime: self.duration_spanned(table, "max_lifetime"),
+        }
+    }
+}
+
+impl WebSocketKeys {
+    /// Static routes have no tunnels: each key set there is an error.
+    fn refuse_on_static(&self, checker: &Checker) {
+        let spans = [
+            (
+                "ping_interval",
+                self.ping_interval.as_ref().map(Spanned::span),
+            ),
+            (
+                "ping_timeout",
+                self.ping_timeout.as_ref().map(Spanned::span),
+            ),
+            (
+                "max_message_size",
+                self.max_message_size.as_ref().map(Spanned::span),
+            ),
+            (
+                "max_lifetime",
+                self.max_lifetime.as_ref().map(Spanned::span),
+            ),
+        ];
+        for (key, span) in spans {
+            if let Some(span) = span {
+                checker.error(
+                    span,
+                    format!("{key} applies only to routes with an upstream"),
+                );
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use super::Checker;
 use crate::config::doc::Table;
-use crate::config::{AccessLog, LogFormat, ServerSettings};
+use crate::config::{AccessLog, LogFormat, ServerSettings, defaults};
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -94,10 +94,29 @@ impl Checker<'_> {
                 }
             },
         };
+        let shutdown_timeout = self.duration(table, "shutdown_timeout", base.shutdown_timeout);
+        let shutdown_spread = match self.duration_spanned(table, "shutdown_spread") {
+            None => defaults::shutdown_spread(shutdown_timeout),
+            Some(spread)
+                if *spread.get_ref() >= shutdown_timeout && !spread.get_ref().is_zero() =>
+            {
+                self.error_at(
+                    &spread,
+                    format!(
+                        "shutdown_spread ({}) must be shorter than shutdown_timeout ({}), so the last goodbye goes out before the rest is cut",
+                        humantime::format_duration(*spread.get_ref()),
+                        humantime::format_duration(shutdown_timeout)
+                    ),
+                );
+                defaults::shutdown_spread(shutdown_timeout)
+            }
+            Some(spread) => spread.into_inner(),
+        };
         let watch = table.boolean("watch").map_or(base.watch, |w| *w.get_ref());
         let settings = ServerSettings {
             admin: admin.as_ref().map(|(addr, _)| *addr),
-            shutdown_timeout: self.duration(table, "shutdown_timeout", base.shutdown_timeout),
+            shutdown_timeout,
+            shutdown_spread,
             shutdown_delay: self.duration(table, "shutdown_delay", base.shutdown_delay),
             log_format,
             client_header_timeout: self.positive_duration(

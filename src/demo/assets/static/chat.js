@@ -1,6 +1,11 @@
 // The chat room page: one WebSocket to /ws/chat, a message list and a user
 // list. Server messages are JSON: {id, type: join|list|chat|left, user, data}.
 // Text from the server is only ever inserted with textContent.
+//
+// A connection that closes (Close 1001 "going away" from a proxy that
+// restarts or rebalances, or a connection lost without a Close) is opened
+// again after a jittered, growing delay, and the message list says so: many
+// clients dropped at once then come back spread out, not all together.
 'use strict';
 
 (() => {
@@ -15,6 +20,16 @@
 
   const AVATAR_COUNT = 10;
   const INVALID_USER = 4001;
+
+  // Reconnect delays: the first around 0.5-1 s, doubling up to 15 s; each
+  // drawn at random in [delay / 2, delay].
+  const RECONNECT_FIRST_MS = 1000;
+  const RECONNECT_MAX_MS = 15000;
+
+  // The open WebSocket, if any, and how many attempts failed in a row.
+  let ws = null;
+  let attempt = 0;
+  let reconnecting = false;
 
   // Our own user, learned from the `list` message sent right after joining.
   let me = null;
@@ -62,22 +77,45 @@
     }
   }
 
-  function showDisconnected(event) {
-    let text = 'disconnected (code ' + event.code;
+  function describeClose(event) {
+    let text = 'code ' + event.code;
     if (event.reason) {
       text += ': ' + event.reason;
     }
-    setStatus('disconnected', text + ')');
+    return text;
+  }
+
+  function showSignedOut(event) {
+    setStatus('disconnected', 'disconnected (' + describeClose(event) + ')');
     setCanSend(false);
     input.placeholder = 'Disconnected.';
-    if (event.code === INVALID_USER) {
-      statusAction.textContent = 'Sign in';
-      statusAction.href = '/signin';
-    } else {
-      statusAction.textContent = 'Reconnect';
-      statusAction.href = '/';
-    }
+    statusAction.textContent = 'Sign in';
+    statusAction.href = '/signin';
     statusAction.hidden = false;
+  }
+
+  // The next delay before reconnecting, jittered.
+  function reconnectDelay() {
+    const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** attempt);
+    attempt += 1;
+    return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+  }
+
+  function scheduleReconnect(event) {
+    const delay = reconnectDelay();
+    const why =
+      event.code === 1001
+        ? 'The server is going away (' + describeClose(event) + ')'
+        : event.code === 1006
+          ? 'Connection lost'
+          : 'Connection closed (' + describeClose(event) + ')';
+    const seconds = (delay / 1000).toFixed(1);
+    addNotice('reconnecting', why + '; reconnecting in ' + seconds + ' s…');
+    setStatus('reconnecting', 'reconnecting in ' + seconds + ' s…');
+    setCanSend(false);
+    input.placeholder = 'Reconnecting…';
+    reconnecting = true;
+    setTimeout(connect, delay);
   }
 
   // ---- user list ----
@@ -148,6 +186,15 @@
     }
   }
 
+  // A line of the page's own in the message list (not from the server).
+  function addNotice(type, text) {
+    const item = element('li', 'message event notice');
+    item.dataset.type = type;
+    item.append(element('span', 'text', text));
+    messageList.append(item);
+    messageList.scrollTop = messageList.scrollHeight;
+  }
+
   // ---- server messages ----
 
   function handle(msg) {
@@ -186,15 +233,24 @@
 
   function connect() {
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws/chat';
-    setStatus('connecting', 'connecting…');
-    const ws = new WebSocket(url);
+    if (!reconnecting) {
+      setStatus('connecting', 'connecting…');
+    }
+    const socket = new WebSocket(url);
+    ws = socket;
 
-    ws.addEventListener('open', () => {
+    socket.addEventListener('open', () => {
       setStatus('connected', 'connected');
       setCanSend(true);
+      input.placeholder = '';
+      if (reconnecting) {
+        addNotice('reconnected', 'Reconnected.');
+      }
+      reconnecting = false;
+      attempt = 0;
     });
 
-    ws.addEventListener('message', (event) => {
+    socket.addEventListener('message', (event) => {
       let msg;
       try {
         msg = JSON.parse(event.data);
@@ -205,19 +261,29 @@
       handle(msg);
     });
 
-    ws.addEventListener('close', showDisconnected);
-
-    form.addEventListener('submit', (event) => {
-      event.preventDefault();
-      const text = input.value.trim();
-      if (text === '' || ws.readyState !== WebSocket.OPEN) {
+    socket.addEventListener('close', (event) => {
+      if (ws !== socket) {
         return;
       }
-      ws.send(text);
-      input.value = '';
-      input.focus();
+      ws = null;
+      if (event.code === INVALID_USER) {
+        showSignedOut(event);
+      } else {
+        scheduleReconnect(event);
+      }
     });
   }
+
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (text === '' || ws === null || ws.readyState !== WebSocket.OPEN) {
+      return;
+    }
+    ws.send(text);
+    input.value = '';
+    input.focus();
+  });
 
   connect();
 })();
