@@ -694,9 +694,11 @@ impl Visit for JsonVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let mut text = String::new();
         let _ = write!(text, "{value:?}");
-        // Numbers formatted as text (`duration_ms`) stay numbers.
+        // Numbers formatted as text (`duration_ms`) stay numbers; the HTTP
+        // version (`1.1`, `2`) is a name, and stays text.
         self.key(field);
-        if field.name() != "message" && text.parse::<f64>().is_ok_and(f64::is_finite) {
+        let textual = matches!(field.name(), "message" | "http");
+        if !textual && text.parse::<f64>().is_ok_and(f64::is_finite) {
             self.out.extend_from_slice(text.as_bytes());
         } else {
             let _ = serde_json::to_writer(&mut *self.out, &text);
@@ -767,6 +769,7 @@ mod tests {
             tracing::warn!(
                 target: "access",
                 peer = %"[::1]:5000",
+                http = %"1.1",
                 host = "a\"b",
                 status = 502u16,
                 duration_ms = format_args!("{:.3}", 1.5),
@@ -778,6 +781,7 @@ mod tests {
         assert_eq!(value["level"], "WARN");
         assert_eq!(value["message"], "request failed");
         assert_eq!(value["peer"], "[::1]:5000");
+        assert_eq!(value["http"], "1.1");
         assert_eq!(value["host"], "a\"b");
         assert_eq!(value["status"], 502);
         assert_eq!(value["duration_ms"], 1.5);

@@ -246,3 +246,148 @@ async fn without_the_key_access_lines_go_to_stderr() {
     assert!(line.contains(" status=200 "), "{line}");
     proxy.stop().await;
 }
+
+/// A WebSocket upstream that completes each handshake, then reads and never
+/// sends a byte, not even a Pong.
+async fn mute_websocket_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let head = read_head(&mut stream).await;
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let accept =
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut sink = [0u8; 4096];
+                while let Ok(1..) = stream.read(&mut sink).await {}
+            });
+        }
+    });
+    addr
+}
+
+/// The `tunnel closed` events in the JSON access log at `path`, once there
+/// are `n` of them.
+async fn tunnel_events(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    within(async {
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let events: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["message"] == "tunnel closed")
+                .collect();
+            if events.len() >= n {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tunnel_lines_of_websockets_over_http2_say_http_2_and_who_closed_them() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let echo = WsBackend::start().await;
+    let mute = mute_websocket_upstream().await;
+    let dir = TestDir::new();
+    let ca = TestCa::create(&dir);
+    let pings = "ping_interval = \"300ms\"\nping_timeout = \"300ms\"";
+    let config = dir.route_file(&format!(
+        "[server]\naccess_log = \"access.json\"\nlog_format = \"json\"\n\
+         shutdown_timeout = \"2s\"\n\
+         [[listener]]\nbind = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"certs/server.crt\", key = \"certs/server.key\" }}\n\
+         [upstream.echo]\nservers = [\"{}\"]\n[upstream.mute]\nservers = [\"{mute}\"]\n\
+         [[route]]\npath = \"/mute/\"\nupstream = \"mute\"\n{pings}\n\
+         [[route]]\npath = \"/\"\nupstream = \"echo\"\n{pings}\n",
+        echo.addr
+    ));
+    let proxy = Running::start(&config).await;
+    let file = dir.path().join("access.json");
+    let client = H2Client::connect(proxy.addr, &ca).await;
+
+    // A client that reads and never answers the proxy's Ping.
+    let mut sender = client.sender.clone();
+    let mut response = within(sender.send_request(client.websocket_request("/quiet", &[])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let upgraded = within(hyper::upgrade::on(&mut response)).await.unwrap();
+    let mut quiet = hyper_util::rt::TokioIo::new(upgraded);
+    let mut sink = [0u8; 4096];
+    within(async { while let Ok(1..) = quiet.read(&mut sink).await {} }).await;
+    // A client whose upstream never answers: it gets Close 1001.
+    let (_, mut ws) = client.websocket("/mute/", &[]).await.expect("200");
+    let close = within(async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a Close, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(close, Some(1001));
+    let events = tunnel_events(&file, 2).await;
+    let by = |closed_by: &str| {
+        events
+            .iter()
+            .find(|e| e["closed_by"] == closed_by)
+            .unwrap_or_else(|| panic!("no tunnel closed by {closed_by}: {events:?}"))
+    };
+    let quiet_client = by("client-timeout");
+    assert_eq!(quiet_client["http"], "2", "{quiet_client}");
+    assert_eq!(quiet_client["route"], "/", "{quiet_client}");
+    assert_eq!(quiet_client["proxy_close"], 1001, "{quiet_client}");
+    let quiet_upstream = by("upstream-timeout");
+    assert_eq!(quiet_upstream["http"], "2", "{quiet_upstream}");
+    assert_eq!(quiet_upstream["route"], "/mute/", "{quiet_upstream}");
+
+    // A well-behaved WebSocket open at SIGTERM gets the drain's goodbye.
+    let (_, mut ws) = client.websocket("/chat", &[]).await.expect("200");
+    within(futures_util::SinkExt::send(&mut ws, Message::text("hi")))
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let mut close = None;
+        while let Some(Ok(message)) = within(ws.next()).await {
+            if let Message::Close(frame) = message {
+                close = frame.map(|f| u16::from(f.code));
+            }
+        }
+        close
+    });
+    let events = tunnel_events(&file, 2).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    proxy.stop().await;
+    assert_eq!(within(reader).await.unwrap(), Some(1001));
+    let events = tunnel_events(&file, 3).await;
+    let drained = events
+        .iter()
+        .find(|e| e["closed_by"] == "shutdown")
+        .unwrap_or_else(|| panic!("no tunnel closed by the drain: {events:?}"));
+    assert_eq!(drained["http"], "2", "{drained}");
+    assert_eq!(drained["proxy_close"], 1001, "{drained}");
+    assert_eq!(drained["messages_to_upstream"], 1, "{drained}");
+}

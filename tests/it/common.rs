@@ -642,7 +642,10 @@ pub struct H2Client {
     pub sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
     /// `localhost:PORT`, the `:authority` of every request.
     pub authority: String,
-    /// The connection's driver; ends when the connection does.
+    /// The connection's request dispatcher: ends when the connection does,
+    /// or once the proxy's GOAWAY (`NO_ERROR`) arrived. hyper drives the
+    /// connection itself in a task of its own, which carries the open
+    /// streams on after a GOAWAY.
     pub connection: tokio::task::JoinHandle<Result<(), hyper::Error>>,
 }
 
@@ -660,9 +663,18 @@ impl H2Client {
             Some(&b"h2"[..]),
             "the proxy did not choose h2"
         );
+        H2Client::handshake(tls, addr).await
+    }
+
+    /// Speak HTTP/2 on `io`, a connection to the proxy at `addr` whose TLS
+    /// handshake chose `h2`.
+    pub async fn handshake<T>(io: T, addr: SocketAddr) -> H2Client
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) = within(
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .handshake(TokioIo::new(tls)),
+                .handshake(TokioIo::new(io)),
         )
         .await
         .expect("h2 handshake");

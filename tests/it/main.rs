@@ -26,5 +26,6 @@ mod upstream_tls;
 mod watch;
 mod websocket;
 mod websocket_h2;
+mod websocket_h2_frames;
 mod ws_config;
 mod ws_frames;

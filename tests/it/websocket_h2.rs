@@ -519,7 +519,7 @@ async fn losing_the_connection_ends_every_tunnel_on_it() {
 }
 
 #[tokio::test]
-async fn a_reload_keeps_websocket_streams_and_drain_ends_them_at_shutdown_timeout() {
+async fn a_reload_keeps_websocket_streams_and_the_drain_says_goodbye_to_them() {
     let backend = WsBackend::start().await;
     let (dir, ca, proxy) = start(backend.addr, None, "").await;
     let client = H2Client::connect(proxy.https(), &ca).await;
@@ -545,8 +545,9 @@ async fn a_reload_keeps_websocket_streams_and_drain_ends_them_at_shutdown_timeou
     assert_eq!(other.handshakes.lock().unwrap().len(), 1);
     assert_eq!(backend.handshakes.lock().unwrap().len(), 1);
 
-    // Drain: GOAWAY, open tunnels run until shutdown_timeout (1 s), then
-    // are cut, and the shutdown completes.
+    // Drain: GOAWAY; the open stream is still relayed, then gets the
+    // drain's Close 1001 (shutdown_spread: half of shutdown_timeout), which
+    // tungstenite answers, and the shutdown completes.
     let proxy = Arc::new(proxy);
     let stopping = {
         let proxy = proxy.clone();
@@ -556,16 +557,19 @@ async fn a_reload_keeps_websocket_streams_and_drain_ends_them_at_shutdown_timeou
         echo(&mut ws, Message::text("draining")).await,
         Message::text("draining")
     );
-    within(stopping).await.unwrap();
-    let end = within(async {
+    let close = within(async {
         loop {
             match ws.next().await {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
                 Some(Ok(_)) => continue,
+                other => panic!("expected the drain's Close, got {other:?}"),
             }
         }
-    });
-    end.await;
+    })
+    .await;
+    assert_eq!(close, Some(1001));
+    while let Some(Ok(_)) = within(ws.next()).await {}
+    within(stopping).await.unwrap();
 }
 
 #[tokio::test]
