@@ -30,6 +30,10 @@ pub enum ProxyError {
     HeadTooLarge { size: usize, limit: usize },
     #[error("WebSocket from origin {origin:?} refused: not in allow_origins")]
     OriginForbidden { origin: String },
+    #[error("no such file under the route's root")]
+    FileNotFound,
+    #[error("static files answer only GET and HEAD")]
+    MethodNotAllowed,
 
     // --- upstream side ---
     #[error("upstream {upstream}: cannot connect to {server}: {source}")]
@@ -78,7 +82,12 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         use ProxyError::*;
         match self {
-            NoRoute | BadRequest(_) | HeadTooLarge { .. } | OriginForbidden { .. } => Side::Client,
+            NoRoute
+            | BadRequest(_)
+            | HeadTooLarge { .. }
+            | OriginForbidden { .. }
+            | FileNotFound
+            | MethodNotAllowed => Side::Client,
             Connect { .. }
             | ConnectTimeout { .. }
             | ResponseTimeout { .. }
@@ -92,7 +101,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         use ProxyError::*;
         match self {
-            NoRoute => StatusCode::NOT_FOUND,
+            NoRoute | FileNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BadRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             OriginForbidden { .. } => StatusCode::FORBIDDEN,
@@ -110,9 +120,12 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             NoRoute => "404 not found: no route for this request\n",
+            FileNotFound => "404 not found\n",
+            MethodNotAllowed => "405 method not allowed\n",
             BadRequest(why) => match *why {
                 MISSING_HOST => "400 bad request: missing Host header\n",
                 BAD_WEBSOCKET_KEY => "400 bad request: bad Sec-WebSocket-Key\n",
+                BAD_HOST => "400 bad request: bad Host header\n",
                 _ => "400 bad request\n",
             },
             HeadTooLarge { .. } => "431 request header fields too large\n",
@@ -140,6 +153,9 @@ impl ProxyError {
 
 /// Reason given when an HTTP/1.1 request carries no `Host`.
 pub const MISSING_HOST: &str = "missing Host header";
+/// Reason given when a redirect needs the request's host and `Host` is not
+/// a host name or address.
+pub const BAD_HOST: &str = "Host header is not a host name or address";
 /// Reason given when a WebSocket upgrade has no usable `Sec-WebSocket-Key`.
 pub const BAD_WEBSOCKET_KEY: &str = "WebSocket upgrade without a valid Sec-WebSocket-Key";
 

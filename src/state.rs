@@ -6,7 +6,7 @@
 //! atomically on reload; a request loads it once and uses that snapshot to
 //! the end, so no request ever sees half of two configurations.
 
-use crate::config::{Config, RouteConfig, RouteTarget};
+use crate::config::{Config, RouteConfig, RouteTarget, Scheme};
 use crate::metrics::{Metrics, RouteStats};
 use crate::router::Router;
 use crate::static_files::StaticFiles;
@@ -91,6 +91,7 @@ pub enum Target {
         route: crate::config::ProxyRoute,
     },
     Static(StaticFiles),
+    Redirect(crate::config::RedirectRoute),
 }
 
 impl Generation {
@@ -114,6 +115,9 @@ impl Generation {
                 let upstream = kept.unwrap_or_else(|| {
                     Arc::new(Upstream::new(settings.clone(), metrics.clone(), workers))
                 });
+                for server in &settings.servers {
+                    metrics.upstream_server(name, server.authority.as_str());
+                }
                 (name.clone(), upstream)
             })
             .collect();
@@ -126,11 +130,15 @@ impl Generation {
                         upstream: upstreams.get(&proxy.upstream)?.clone(),
                         route: proxy.clone(),
                     },
-                    RouteTarget::Static(files) => Target::Static(StaticFiles::new(&files.root)),
+                    RouteTarget::Static(files) => {
+                        Target::Static(StaticFiles::new(&files.root, route.compress))
+                    }
+                    RouteTarget::Redirect(redirect) => Target::Redirect(redirect.clone()),
                 };
+                let tunnels = matches!(target, Target::Proxy { .. });
                 Some(ActiveRoute {
                     config: route.clone(),
-                    stats: metrics.route(&route.name()),
+                    stats: metrics.route(&route.name(), tunnels),
                     target,
                 })
             })
@@ -141,14 +149,16 @@ impl Generation {
             router: Router::new(&configs),
             routes,
             upstreams,
-            unrouted: metrics.route("none"),
+            unrouted: metrics.route("none", false),
             config: Arc::new(config),
         }
     }
 
-    /// The route for a request, if any.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&ActiveRoute> {
-        self.router.route(host, path).map(|i| &self.routes[i])
+    /// The route for a request that arrived over `scheme`, if any.
+    pub fn route(&self, scheme: Scheme, host: Option<&str>, path: &str) -> Option<&ActiveRoute> {
+        self.router
+            .route(scheme, host, path)
+            .map(|i| &self.routes[i])
     }
 }
 

@@ -646,7 +646,7 @@ path = "/"
 upstream = "chat"
 root = "."
 "#,
-        &["{file}:10:8: a route has `upstream` or `root`, not both"],
+        &["{file}:10:8: a route has exactly one of `upstream`, `root` or `redirect`"],
     )
     .await;
 }

@@ -11,6 +11,8 @@ mod doc;
 pub mod units;
 mod validate;
 
+use crate::header_rules::HeaderRules;
+use crate::redirect::Template;
 use crate::router::HostPattern;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -168,15 +170,25 @@ pub struct RouteConfig {
     pub host: Option<HostPattern>,
     /// The path prefix, always starting with `/`.
     pub path: String,
+    /// Only requests that arrived over this scheme (`None`: any).
+    pub scheme: Option<Scheme>,
     pub target: RouteTarget,
+    /// `response_headers`: set or removed on every response of the route.
+    pub response_headers: HeaderRules,
+    /// `compress`: compress compressible responses the client accepts.
+    pub compress: bool,
 }
 
 impl RouteConfig {
-    /// A short name for logs and metric labels: `host` + `path`.
+    /// A short name for logs and metric labels: `host` + `path`, with
+    /// `scheme://` in front for a route narrowed to one scheme (`*` for any
+    /// host): `/`, `chat.example.com/`, `http://*/`.
     pub fn name(&self) -> String {
-        match &self.host {
-            Some(host) => format!("{host}{}", self.path),
-            None => self.path.clone(),
+        match (&self.scheme, &self.host) {
+            (None, Some(host)) => format!("{host}{}", self.path),
+            (None, None) => self.path.clone(),
+            (Some(scheme), Some(host)) => format!("{scheme}://{host}{}", self.path),
+            (Some(scheme), None) => format!("{scheme}://*{}", self.path),
         }
     }
 }
@@ -188,6 +200,15 @@ pub enum RouteTarget {
     Proxy(ProxyRoute),
     /// Serve files from a folder.
     Static(StaticRoute),
+    /// Answer every request with a redirect.
+    Redirect(RedirectRoute),
+}
+
+/// `redirect = "…"` with its `status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedirectRoute {
+    pub to: Template,
+    pub status: http::StatusCode,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -196,6 +217,9 @@ pub struct ProxyRoute {
     /// An upgraded connection silent both ways this long is closed.
     pub idle_timeout: Duration,
     pub allow_origins: OriginPolicy,
+    /// `request_headers`: set or removed on requests sent upstream, after
+    /// the forwarding headers.
+    pub request_headers: HeaderRules,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +257,8 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// `status` of a redirect route.
+    pub const REDIRECT_STATUS: http::StatusCode = http::StatusCode::PERMANENT_REDIRECT;
 }
 
 /// A line and column in the route file, both counted from 1.

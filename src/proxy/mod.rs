@@ -1,12 +1,16 @@
-//! Serving one HTTP request: check it, route it, then forward it, upgrade it
-//! or serve a file; answer errors; open and close its access record.
+//! Serving one HTTP request: check it, route it, then forward it, upgrade it,
+//! serve a file or redirect it; answer errors; finish the response head by
+//! the route's rules (compression, `response_headers`); open and close its
+//! access record.
 
 pub mod headers;
+pub mod redirect;
 pub mod upgrade;
 
 use crate::access::{Record, RequestInfo};
-use crate::body::{Progress, RequestBody, ResponseBody};
-use crate::config::Scheme;
+use crate::body::{self, Progress, RequestBody, ResponseBody};
+use crate::compress::{self, Accepted};
+use crate::config::{ProxyRoute, Scheme};
 use crate::error::{MISSING_HOST, ProxyError};
 use crate::state::{ActiveRoute, State, Target};
 use crate::upstream::{Outgoing, Upstream};
@@ -69,15 +73,19 @@ pub async fn handle(
     let generation = state.current();
     let host = effective_host(&req);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-    let route = generation.route(host_str, req.uri().path());
+    let route = generation.route(peer.client.scheme, host_str, req.uri().path());
     let mut request = RequestInfo::new(
         peer.addr,
         req.method().clone(),
         req.uri().clone(),
         host.clone(),
     );
+    let accepted = match route {
+        Some(route) if route.config.compress => compress::negotiate(req.headers()),
+        _ => Accepted::default(),
+    };
     let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
-    let mut response = match serve(req, &peer, host.as_ref(), route, state).await {
+    let mut response = match serve(req, &peer, host.as_ref(), route, accepted, state).await {
         Ok((response, upstream)) => {
             request.upstream = upstream;
             response
@@ -87,9 +95,45 @@ pub async fn handle(
             error_response(&error)
         }
     };
+    if let Some(route) = route {
+        finish_head(route, &request.method, accepted, &mut response);
+    }
+    let length = body::wire_length(&request.method, response.status(), response.headers());
     let record = Record::new(started, response.status(), stats, request);
-    response.body_mut().set_record(record);
+    response.body_mut().set_record(record, length);
     Ok(response)
+}
+
+/// What a route does to every response head it answers with, whoever made
+/// the response: compression (`compress`), then `response_headers`, which
+/// have the last word.
+fn finish_head(
+    route: &ActiveRoute,
+    method: &http::Method,
+    accepted: Accepted,
+    response: &mut Response<ResponseBody>,
+) {
+    let config = &route.config;
+    if config.compress {
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or_else(|| response.body().size_hint().exact());
+        if compress::eligible(response.status(), response.headers(), length) {
+            compress::add_vary(response.headers_mut());
+            if let Some(coding) = accepted.best {
+                compress::encode_head(response.headers_mut(), coding);
+                if method != http::Method::HEAD {
+                    let body = std::mem::replace(response.body_mut(), ResponseBody::empty());
+                    *response.body_mut() = body.compressed(coding);
+                }
+            }
+        }
+    }
+    if !config.response_headers.is_empty() {
+        config.response_headers.apply(response.headers_mut());
+    }
 }
 
 async fn serve(
@@ -97,6 +141,7 @@ async fn serve(
     peer: &Peer,
     host: Option<&HeaderValue>,
     route: Option<&ActiveRoute>,
+    accepted: Accepted,
     state: &State,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
     let size = head_size(&req);
@@ -111,7 +156,8 @@ async fn serve(
     }
     let route = route.ok_or(ProxyError::NoRoute)?;
     match &route.target {
-        Target::Static(files) => Ok((files.serve(&req).await?, None)),
+        Target::Static(files) => Ok((files.serve(&req, accepted).await?, None)),
+        Target::Redirect(to) => Ok((redirect::answer(to, host, req.uri())?, None)),
         Target::Proxy {
             upstream,
             route: proxy,
@@ -130,7 +176,7 @@ async fn serve(
                 ))
                 .await
             } else {
-                forward(req, &peer.client, host, upstream).await
+                forward(req, &peer.client, host, proxy, upstream).await
             }
         }
     }
@@ -141,6 +187,7 @@ async fn forward(
     req: Request<Incoming>,
     client: &ClientSide,
     host: Option<&HeaderValue>,
+    route: &ProxyRoute,
     upstream: &Upstream,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
     let (parts, body) = req.into_parts();
@@ -152,9 +199,9 @@ async fn forward(
             progress: Progress::new(),
         }
     };
-    let answer = upstream
-        .send(outgoing(parts, client, host, false, body))
-        .await?;
+    let mut request = outgoing(parts, client, host, false, body);
+    route.request_headers.apply(&mut request.headers);
+    let answer = upstream.send(request).await?;
     let server = answer.server.name.clone();
     let (mut parts, body) = answer.response.into_parts();
     headers::to_client(&mut parts.headers, false);
@@ -196,6 +243,9 @@ fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if matches!(error, ProxyError::MethodNotAllowed) {
+        headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
     if matches!(
         error,
         ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }

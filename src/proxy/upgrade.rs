@@ -58,15 +58,9 @@ pub async fn relay(
     // Claim the client's side of the upgrade before the request is consumed.
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _empty_body) = req.into_parts();
-    let answer = upstream
-        .send_upgrade(outgoing(
-            parts,
-            &peer.client,
-            host,
-            true,
-            RequestBody::Empty,
-        ))
-        .await?;
+    let mut request = outgoing(parts, &peer.client, host, true, RequestBody::Empty);
+    route.request_headers.apply(&mut request.headers);
+    let answer = upstream.send_upgrade(request).await?;
     let (response, stream, early, server) = match answer {
         UpgradeAnswer::Switched {
             response,
