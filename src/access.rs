@@ -111,7 +111,9 @@ impl Record {
         let status = self.status.as_u16();
         let route = &*self.stats.name;
         let upstream = request.upstream.as_deref().unwrap_or("-");
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        // Milliseconds to the microsecond, as a number (JSON logs carry it
+        // as one).
+        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
         macro_rules! emit {
             ($target:literal, $level:expr) => {
                 tracing::event!(
@@ -123,7 +125,7 @@ impl Record {
                     path,
                     status,
                     bytes,
-                    duration_ms = format_args!("{duration_ms:.3}"),
+                    duration_ms,
                     route,
                     upstream,
                     error,

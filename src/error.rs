@@ -171,8 +171,51 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// Addresses that could not be bound, every one of them.
+    #[error("{0}")]
+    Listen(BindFailures),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
+}
+
+/// Every address of a route file that could not be bound, each with the
+/// place of its `bind` (or `admin`) in the file.
+#[derive(Debug)]
+pub struct BindFailures(pub Vec<BindFailure>);
+
+/// One address that could not be bound.
+#[derive(Debug)]
+pub struct BindFailure {
+    pub addr: std::net::SocketAddr,
+    /// The route file and where the address is written in it.
+    pub at: Option<(std::path::PathBuf, crate::config::Position)>,
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for BindFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((file, at)) = &self.at {
+            write!(f, "{}:{}:{}: ", file.display(), at.line, at.column)?;
+        }
+        write!(f, "cannot listen on {}: ", self.addr)?;
+        if self.source.kind() == std::io::ErrorKind::AddrInUse {
+            write!(f, "address already in use (another process holds the port)")
+        } else {
+            write!(f, "{}", self.source)
+        }
+    }
+}
+
+impl std::fmt::Display for BindFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, failure) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{failure}")?;
+        }
+        Ok(())
+    }
 }

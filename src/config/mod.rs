@@ -32,6 +32,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     /// Routes in file order.
     pub routes: Vec<Arc<RouteConfig>>,
+    /// Where `[server] admin` is written, for messages about its port.
+    pub admin_at: Option<Position>,
 }
 
 /// `[server]`.
@@ -75,6 +77,8 @@ pub enum LogFormat {
 pub struct ListenerConfig {
     pub bind: SocketAddr,
     pub tls: Option<TlsConfig>,
+    /// Where its `bind` is written, for messages about its port.
+    pub bind_at: Option<Position>,
 }
 
 impl ListenerConfig {

@@ -58,7 +58,11 @@ impl Checker<'_> {
             }
             bound.push((addr, bind.span()));
             let tls = tls.as_ref().and_then(|tls| self.tls(tls));
-            listeners.push(ListenerConfig { bind: addr, tls });
+            listeners.push(ListenerConfig {
+                bind: addr,
+                tls,
+                bind_at: Some(self.position(bind.span().start)),
+            });
         }
         if let Some((admin, span)) = admin
             && let Some((other, at)) = bound.iter().find(|(other, _)| overlaps(*other, *admin))
