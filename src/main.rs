@@ -92,11 +92,13 @@ fn main() -> ExitCode {
             };
             switchyard::telemetry::init(config.server.log_format);
             block_on(async {
-                switchyard::lifecycle::run(config).await.map_err(|e| match e {
-                    // Lines of their own, each `FILE:LINE:COL: …`.
-                    e @ switchyard::error::RunError::Listen(_) => e.to_string(),
-                    e => format!("switchyard: {e}"),
-                })
+                switchyard::lifecycle::run(config)
+                    .await
+                    .map_err(|e| match e {
+                        // Lines of their own, each `FILE:LINE:COL: …`.
+                        e @ switchyard::error::RunError::Listen(_) => e.to_string(),
+                        e => format!("switchyard: {e}"),
+                    })
             })
         }
         Command::Bench(args) => match runtime() {

@@ -10,7 +10,8 @@
 //!
 //! `HEAD` is answered with the headers `GET` would get (hyper-staticfile
 //! leaves out `Content-Type` and `Content-Encoding` for `HEAD`, so the file
-//! is resolved as for `GET` and the body left out). With `compress`, a file
+//! is resolved as for `GET` and the body left out), and a single-range
+//! `206` carries the file's `Content-Type` too. With `compress`, a file
 //! with a precompressed `FILE.br` or `FILE.gz` beside it is served from
 //! that file when the client accepts the encoding, and every answer of a
 //! compressible type says `Vary: Accept-Encoding`.
@@ -77,6 +78,11 @@ impl StaticFiles {
             return Err(ProxyError::FileNotFound);
         }
         let head = req.method() == Method::HEAD;
+        // hyper-staticfile leaves it out of single-range answers.
+        let content_type = match &result {
+            ResolveResult::Found(file) => file.content_type.clone(),
+            _ => None,
+        };
         // RFC 9110 §13.1.3: If-None-Match, when present, decides alone.
         let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
         let mut headers = req.headers().clone();
@@ -94,6 +100,12 @@ impl StaticFiles {
         let (mut parts, body) = response.into_parts();
         if parts.status == StatusCode::NOT_FOUND {
             return Err(ProxyError::FileNotFound);
+        }
+        if parts.status == StatusCode::PARTIAL_CONTENT
+            && !parts.headers.contains_key(header::CONTENT_TYPE)
+            && let Some(value) = content_type.and_then(|t| HeaderValue::from_str(&t).ok())
+        {
+            parts.headers.insert(header::CONTENT_TYPE, value);
         }
         if self.precompressed
             && (parts.headers.contains_key(header::CONTENT_ENCODING)

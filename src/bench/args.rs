@@ -216,11 +216,11 @@ mod tests {
             parse_duration("250us").ok(),
             Some(Duration::from_micros(250))
         );
+        assert_eq!(parse_duration("1m 30s").ok(), Some(Duration::from_secs(90)));
         assert_eq!(
-            parse_duration("1m 30s").ok(),
-            Some(Duration::from_secs(90))
+            parse_duration("1h30m").ok(),
+            Some(Duration::from_secs(5400))
         );
-        assert_eq!(parse_duration("1h30m").ok(), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2min").ok(), Some(Duration::from_secs(120)));
         for bad in ["", "s", "10x", "-1s", "1..2s", "ms10"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");

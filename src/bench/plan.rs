@@ -252,8 +252,16 @@ mod tests {
         assert!(Target::parse("ftp://x/", Mode::Echo).is_err());
         for (url, mode, hint) in [
             ("127.0.0.1:80", Mode::Echo, "write ws://127.0.0.1:80"),
-            ("127.0.0.1:8080/ws/chat", Mode::Hold, "write ws://127.0.0.1:8080/ws/chat"),
-            ("localhost:8080/", Mode::Http, "write http://localhost:8080/"),
+            (
+                "127.0.0.1:8080/ws/chat",
+                Mode::Hold,
+                "write ws://127.0.0.1:8080/ws/chat",
+            ),
+            (
+                "localhost:8080/",
+                Mode::Http,
+                "write http://localhost:8080/",
+            ),
         ] {
             let error = Target::parse(url, mode).unwrap_err().to_string();
             assert!(error.contains(hint), "{url}: {error}");

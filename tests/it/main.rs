@@ -6,6 +6,8 @@ mod common;
 mod forwarding;
 mod metrics;
 mod reload;
+mod series;
+mod static_answers;
 mod static_files;
 mod tls;
 mod websocket;
