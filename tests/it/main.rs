@@ -3,8 +3,11 @@
 
 mod chat;
 mod common;
+mod compression;
 mod forwarding;
+mod header_rules;
 mod metrics;
+mod redirects;
 mod reload;
 mod series;
 mod static_answers;
