@@ -9,6 +9,7 @@ mod header_rules;
 mod metrics;
 mod redirects;
 mod reload;
+mod route_keys;
 mod series;
 mod static_answers;
 mod static_files;

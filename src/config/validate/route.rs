@@ -45,7 +45,9 @@ impl Checker<'_> {
                     None
                 }
             });
-            if let (Some(compress), Some(RouteTarget::Redirect(_))) = (&compress, &target)
+            let redirects = table.has("redirect") && !table.has("upstream") && !table.has("root");
+            if let Some(compress) = &compress
+                && redirects
                 && *compress.get_ref()
             {
                 self.error_at(
