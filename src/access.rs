@@ -113,7 +113,7 @@ impl Record {
         let upstream = request.upstream.as_deref().unwrap_or("-");
         // Milliseconds to the microsecond, as a number (JSON logs carry it
         // as one).
-        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
+        let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
         macro_rules! emit {
             ($target:literal, $level:expr) => {
                 tracing::event!(

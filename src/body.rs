@@ -85,17 +85,23 @@ impl ResponseBody {
     }
 
     /// Close `record` when this body is done. `length`: the body's length
-    /// on the wire, if the response head says (see [`wire_length`]).
+    /// on the wire, if known (see [`wire_length`]).
     pub fn set_record(&mut self, record: access::Record, length: Option<u64>) {
-        self.expected = length.or_else(|| self.size_hint().exact());
+        self.expected = length;
         self.record = Some(record);
     }
 }
 
 /// How many body bytes a response puts on the wire, if its head says: none
 /// for `HEAD` and for `1xx`, `204` and `304` answers (RFC 9110 §6.4.1),
-/// else its `Content-Length`.
-pub fn wire_length(method: &Method, status: StatusCode, headers: &HeaderMap) -> Option<u64> {
+/// else the body's exact length when it knows it (an upstream's body with
+/// a `Content-Length`), else its `Content-Length` header (static files).
+pub fn wire_length(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &ResponseBody,
+) -> Option<u64> {
     if method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -103,12 +109,14 @@ pub fn wire_length(method: &Method, status: StatusCode, headers: &HeaderMap) -> 
     {
         return Some(0);
     }
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    body.size_hint().exact().or_else(|| {
+        headers
+            .get(header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    })
 }
 
 impl Drop for ResponseBody {

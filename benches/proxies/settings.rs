@@ -19,16 +19,24 @@ pub enum Workload {
     HandshakeWss,
     /// 9,500 idle tunnels held: memory per tunnel, echo p99 at 1,000 and 9,500.
     Hold,
+    /// A 20 KiB JSON document, the client accepting no encoding: what a
+    /// compressing route costs when it does not compress.
+    JsonIdentity,
+    /// The same document with `Accept-Encoding: gzip`: the proxies compress
+    /// (Switchyard `compress = true`, nginx `gzip on`, HAProxy `compression`).
+    JsonGzip,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Http,
         Workload::Echo,
         Workload::Bulk,
         Workload::HandshakeWs,
         Workload::HandshakeWss,
         Workload::Hold,
+        Workload::JsonIdentity,
+        Workload::JsonGzip,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,7 +47,14 @@ impl Workload {
             Workload::HandshakeWs => "handshake-ws",
             Workload::HandshakeWss => "handshake-wss",
             Workload::Hold => "hold",
+            Workload::JsonIdentity => "json-identity",
+            Workload::JsonGzip => "json-gzip",
         }
+    }
+
+    /// Whether this is one of the 20 KiB JSON workloads (path `/json`).
+    pub fn is_json(self) -> bool {
+        matches!(self, Workload::JsonIdentity | Workload::JsonGzip)
     }
 
     /// The row label in the results table.
@@ -51,13 +66,15 @@ impl Workload {
             Workload::HandshakeWs => "WS handshakes ws://",
             Workload::HandshakeWss => "WS handshakes wss://",
             Workload::Hold => "9,500 held tunnels",
+            Workload::JsonIdentity => "JSON 20 KiB, not compressed",
+            Workload::JsonGzip => "JSON 20 KiB, gzip by the proxy",
         }
     }
 
     /// Unit of the throughput column.
     pub fn rate_unit(self) -> &'static str {
         match self {
-            Workload::Http => "req/s",
+            Workload::Http | Workload::JsonIdentity | Workload::JsonGzip => "req/s",
             Workload::Echo => "msg/s",
             Workload::Bulk => "MB/s",
             Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
@@ -68,7 +85,7 @@ impl Workload {
     /// Unit of the CPU-per-operation column.
     pub fn cpu_unit(self) -> &'static str {
         match self {
-            Workload::Http => "µs/req",
+            Workload::Http | Workload::JsonIdentity | Workload::JsonGzip => "µs/req",
             Workload::Echo => "µs/msg",
             Workload::Bulk => "ms/MB",
             Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
@@ -85,10 +102,13 @@ impl Workload {
             "handshake-ws" => vec![Workload::HandshakeWs],
             "handshake-wss" => vec![Workload::HandshakeWss],
             "hold" => vec![Workload::Hold],
+            "json" => vec![Workload::JsonIdentity, Workload::JsonGzip],
+            "json-identity" => vec![Workload::JsonIdentity],
+            "json-gzip" => vec![Workload::JsonGzip],
             other => {
                 return Err(format!(
                     "unknown workload {other:?} (http, echo, bulk, handshake, \
-                     handshake-ws, handshake-wss, hold)"
+                     handshake-ws, handshake-wss, hold, json, json-identity, json-gzip)"
                 ));
             }
         })

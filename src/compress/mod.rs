@@ -135,45 +135,44 @@ pub fn eligible(status: StatusCode, headers: &HeaderMap, length: Option<u64>) ->
         .is_some_and(compressible_type)
 }
 
-/// Whether a `Content-Type` names a type that compresses well.
+/// Whether a `Content-Type` names a type that compresses well. Runs on
+/// every response of a compressing route: no allocation.
 pub fn compressible_type(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
     let Some((kind, sub)) = essence.split_once('/') else {
         return false;
     };
-    match kind {
+    let is = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let any = |list: &[&str]| list.iter().any(|t| is(sub, t));
+    if is(kind, "text") {
         // Server-sent events are a stream of small messages: an encoder
         // would hold them back until its buffer fills.
-        "text" => sub != "event-stream",
-        "application" => {
-            matches!(
-                sub,
-                "json"
-                    | "javascript"
-                    | "x-javascript"
-                    | "ecmascript"
-                    | "xml"
-                    | "xhtml+xml"
-                    | "rss+xml"
-                    | "atom+xml"
-                    | "wasm"
-                    | "ld+json"
-                    | "manifest+json"
-                    | "geo+json"
-                    | "x-ndjson"
-                    | "vnd.api+json"
-            ) || sub.ends_with("+json")
-                || sub.ends_with("+xml")
-        }
-        "image" => matches!(sub, "svg+xml" | "x-icon" | "vnd.microsoft.icon" | "bmp"),
-        "font" => matches!(sub, "ttf" | "otf"),
-        _ => false,
+        return !is(sub, "event-stream");
     }
+    if is(kind, "application") {
+        let suffix = |s: &str| {
+            sub.len() > s.len()
+                && sub.is_char_boundary(sub.len() - s.len())
+                && is(&sub[sub.len() - s.len()..], s)
+        };
+        return any(&[
+            "json",
+            "javascript",
+            "x-javascript",
+            "ecmascript",
+            "xml",
+            "wasm",
+            "x-ndjson",
+        ]) || suffix("+json")
+            || suffix("+xml");
+    }
+    if is(kind, "image") {
+        return any(&["svg+xml", "x-icon", "vnd.microsoft.icon", "bmp"]);
+    }
+    if is(kind, "font") {
+        return any(&["ttf", "otf"]);
+    }
+    false
 }
 
 /// Add `Accept-Encoding` to the response's `Vary` unless it is there

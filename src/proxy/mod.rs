@@ -95,10 +95,17 @@ pub async fn handle(
             error_response(&error)
         }
     };
-    if let Some(route) = route {
+    if let Some(route) = route
+        && (route.config.compress || !route.config.response_headers.is_empty())
+    {
         finish_head(route, &request.method, accepted, &mut response);
     }
-    let length = body::wire_length(&request.method, response.status(), response.headers());
+    let length = body::wire_length(
+        &request.method,
+        response.status(),
+        response.headers(),
+        response.body(),
+    );
     let record = Record::new(started, response.status(), stats, request);
     response.body_mut().set_record(record, length);
     Ok(response)
@@ -131,9 +138,7 @@ fn finish_head(
             }
         }
     }
-    if !config.response_headers.is_empty() {
-        config.response_headers.apply(response.headers_mut());
-    }
+    config.response_headers.apply(response.headers_mut());
 }
 
 async fn serve(
@@ -200,7 +205,9 @@ async fn forward(
         }
     };
     let mut request = outgoing(parts, client, host, false, body);
-    route.request_headers.apply(&mut request.headers);
+    if !route.request_headers.is_empty() {
+        route.request_headers.apply(&mut request.headers);
+    }
     let answer = upstream.send(request).await?;
     let server = answer.server.name.clone();
     let (mut parts, body) = answer.response.into_parts();

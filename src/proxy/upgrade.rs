@@ -59,7 +59,9 @@ pub async fn relay(
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _empty_body) = req.into_parts();
     let mut request = outgoing(parts, &peer.client, host, true, RequestBody::Empty);
-    route.request_headers.apply(&mut request.headers);
+    if !route.request_headers.is_empty() {
+        route.request_headers.apply(&mut request.headers);
+    }
     let answer = upstream.send_upgrade(request).await?;
     let (response, stream, early, server) = match answer {
         UpgradeAnswer::Switched {
