@@ -2,7 +2,8 @@
 //!
 //! It terminates TLS, routes requests by a TOML route file, relays WebSocket
 //! upgrades and then splices the two byte streams, serves static files, and
-//! reloads its routes on SIGHUP without dropping a connection.
+//! reloads its routes on SIGHUP (or when the file changes) without dropping
+//! a connection; certificates come from files it watches or from ACME.
 //!
 //! # Layout
 //!
@@ -16,12 +17,21 @@
 //!   [`state::Generation`].
 //! - [`server`]: accept loops, then each connection in its own task: the TLS
 //!   handshake ([`tls`]) and HTTP/1.1 (`server::http1`).
+//! - [`certs`]: which certificate a handshake gets (SNI), and keeping them
+//!   current: rotated files, ACME ([`certs::acme`]); [`watch`]: files that
+//!   change on disk (certificates, the route file).
 //! - [`io`]: the byte streams both sides use (client connections plain or
 //!   TLS, what a tunnel needs of each end).
-//! - [`router`]: host and longest-prefix matching, pure.
+//! - [`router`]: scheme, host and longest-prefix matching, pure.
 //! - [`proxy`]: one request: checks, forwarding, the header policy
-//!   ([`proxy::headers`]) and the WebSocket handshake relay
-//!   ([`proxy::upgrade`]).
+//!   ([`proxy::headers`]), the WebSocket handshake relay
+//!   ([`proxy::upgrade`]) and redirect answers ([`proxy::redirect`]), then
+//!   the route's rules on the response head.
+//! - [`redirect`] (redirect targets) and [`header_rules`]
+//!   (`response_headers`, `request_headers`): pure, checked when the route
+//!   file is read.
+//! - [`compress`]: which responses are compressed and how, and the
+//!   streaming encoder ([`compress::body`]).
 //! - [`upstream`]: talking to an upstream's servers: server choice and
 //!   timeouts, keep-alive connections per server ([`upstream::pool`]).
 //! - [`ws`]: WebSocket tunnels after the `101`: the relay ([`ws::relay`])
@@ -40,6 +50,7 @@ pub mod access;
 pub mod admin;
 pub mod bench;
 pub mod body;
+pub mod certs;
 pub mod compress;
 pub mod config;
 pub mod demo;
@@ -58,5 +69,6 @@ pub mod telemetry;
 pub mod timer;
 pub mod tls;
 pub mod upstream;
+pub mod watch;
 pub mod workers;
 pub mod ws;

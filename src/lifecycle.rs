@@ -11,6 +11,9 @@
 //! connections and tunnels are never touched: a tunnel lives on with the
 //! settings it was opened with, even when its route is gone.
 //!
+//! **Watch** (`[server] watch`, `run --watch`): the route file is polled
+//! ([`crate::watch`]) and a settled change reloads it exactly as SIGHUP does.
+//!
 //! **Stop** makes `/readyz` answer 503, keeps accepting for `shutdown_delay`,
 //! then closes the listeners, lets in-flight requests and open tunnels run
 //! for up to `shutdown_timeout`, closes what is left and returns.
@@ -21,6 +24,7 @@ use crate::error::{BindFailure, BindFailures, RunError};
 use crate::metrics::Metrics;
 use crate::server::{self, Listener};
 use crate::state::{Generation, State};
+use crate::watch::RouteFileWatch;
 use crate::workers::Workers;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +40,8 @@ const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
 /// A running proxy.
 pub struct Proxy {
     state: Arc<State>,
+    /// `run --watch`: watch the route file whatever it says.
+    pub watch_always: bool,
     inner: Mutex<Sockets>,
     /// Declared last: dropped after the listeners, it stops the threads.
     workers: Workers,
@@ -67,6 +73,7 @@ impl Proxy {
             .transpose()?;
         Ok(Proxy {
             state,
+            watch_always: false,
             inner: Mutex::new(Sockets { listeners, admin }),
             workers,
         })
@@ -162,6 +169,7 @@ impl Proxy {
             Some(current),
             &self.state.metrics,
             self.state.workers,
+            &self.state.certs,
         );
         report.generation = generation.number;
         self.state.install(generation);
@@ -232,10 +240,18 @@ impl Proxy {
 
 /// Serve `config` until SIGTERM or SIGINT, reloading on SIGHUP.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    run_watching(config, false).await
+}
+
+/// [`run`], and with `watch` also reload the route file whenever it
+/// changes on disk, whatever its `[server] watch` says (`run --watch`).
+pub async fn run_watching(config: Config, watch: bool) -> Result<(), RunError> {
     // Signals are caught before the first listener is announced, so a
     // supervisor that signals as soon as it sees `listening on` is heard.
     let signals = Signals::install()?;
-    Proxy::start(config).await?.run_until_stopped(signals).await
+    let mut proxy = Proxy::start(config).await?;
+    proxy.watch_always = watch;
+    proxy.run_until_stopped(signals).await
 }
 
 /// The signals a running proxy answers.
@@ -257,8 +273,10 @@ impl Signals {
 }
 
 impl Proxy {
-    /// Serve until SIGTERM or SIGINT, reloading on SIGHUP, then drain.
+    /// Serve until SIGTERM or SIGINT, reloading on SIGHUP (and, with
+    /// `watch`, when the route file changes), then drain.
     pub async fn run_until_stopped(self, mut signals: Signals) -> Result<(), RunError> {
+        let mut watch = self.route_file_watch();
         loop {
             tokio::select! {
                 _ = signals.hangup.recv() => {
@@ -266,7 +284,9 @@ impl Proxy {
                         Ok(report) => tracing::info!("configuration reloaded: {report}"),
                         Err(error) => log_reload_failure(&error),
                     }
+                    watch.reset();
                 }
+                () = watch.tick() => self.reload_if_changed(&mut watch).await,
                 _ = signals.terminate.recv() => break,
                 _ = signals.interrupt.recv() => break,
             }
@@ -274,6 +294,36 @@ impl Proxy {
         tracing::info!("stop signal received");
         self.shutdown().await;
         Ok(())
+    }
+}
+
+impl Proxy {
+    /// Reload the route file whenever it changes on disk, while the
+    /// configuration in force has `watch` on (or [`run_watching`] was
+    /// asked to). Never returns: run it beside whatever else drives the
+    /// proxy; [`Proxy::run_until_stopped`] does it by itself.
+    pub async fn watch_route_file(&self) {
+        let mut watch = self.route_file_watch();
+        loop {
+            watch.tick().await;
+            self.reload_if_changed(&mut watch).await;
+        }
+    }
+
+    fn route_file_watch(&self) -> RouteFileWatch {
+        RouteFileWatch::new(&self.state.current().config.path, self.watch_always)
+    }
+
+    async fn reload_if_changed(&self, watch: &mut RouteFileWatch) {
+        if !watch.changed(self.state.current().config.server.watch) {
+            return;
+        }
+        match self.reload().await {
+            Ok(report) => {
+                tracing::info!("configuration reloaded (the route file changed on disk): {report}")
+            }
+            Err(error) => log_reload_failure(&error),
+        }
     }
 }
 
@@ -444,10 +494,7 @@ impl ReloadReport {
             config
                 .listeners
                 .iter()
-                .map(|l| {
-                    let tls = l.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone()));
-                    (l.bind.to_string(), tls)
-                })
+                .map(|l| (l.bind.to_string(), l.tls.as_ref().map(|t| t.describe())))
                 .collect::<BTreeMap<_, _>>()
         };
         ReloadReport {

@@ -32,7 +32,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the route file until SIGTERM/SIGINT; SIGHUP reloads it.
-    Run(RouteFile),
+    Run {
+        #[command(flatten)]
+        file: RouteFile,
+        /// Reload the route file whenever it changes on disk, as SIGHUP
+        /// does (the same as `[server] watch = true`).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Check a route file like `nginx -t`: exit 0 if valid, 1 if not. It
     /// binds no port, so it can run beside the live proxy (as systemd's
     /// ExecReload does); a port another process holds is reported by `run`.
@@ -82,7 +89,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(RouteFile { config }) => {
+        Command::Run {
+            file: RouteFile { config },
+            watch,
+        } => {
             let config = match Config::load(&config) {
                 Ok(config) => config,
                 Err(errors) => {
@@ -92,7 +102,7 @@ fn main() -> ExitCode {
             };
             switchyard::telemetry::init(config.server.log_format);
             block_on(async {
-                switchyard::lifecycle::run(config)
+                switchyard::lifecycle::run_watching(config, watch)
                     .await
                     .map_err(|e| match e {
                         // Lines of their own, each `FILE:LINE:COL: …`.

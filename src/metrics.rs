@@ -109,6 +109,8 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     config_generation: Gauge,
     accept_errors: Family<KindLabels, Counter>,
+    acme_renewals: Family<ResultLabels, Counter>,
+    certificates: Arc<ExpiryCollector>,
 }
 
 impl Default for Metrics {
@@ -202,8 +204,18 @@ impl Metrics {
                 kind: kind.to_string(),
             });
         }
+        let acme_renewals = Family::default();
+        registry.register(
+            "acme_renewals",
+            "ACME certificate orders (first issuance and renewals), by result (ok or error)",
+            acme_renewals.clone(),
+        );
+        let certificates = Arc::new(ExpiryCollector::default());
+        registry.register_collector(Box::new(certificates.clone()));
         Metrics {
             registry,
+            acme_renewals,
+            certificates,
             requests,
             request_duration,
             client_connections,
@@ -315,6 +327,86 @@ impl Metrics {
                 kind: kind.to_string(),
             })
             .inc();
+    }
+}
+
+impl Metrics {
+    /// Count one ACME order, `ok` or not.
+    pub fn acme_renewal(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.acme_renewals
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Where `certificate_expiry_seconds` reads the certificates in service.
+    pub fn certificates_from(&self, source: std::sync::Weak<dyn CertificateExpiry>) {
+        *self
+            .certificates
+            .source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+}
+
+/// What holds the certificates in service: `(listener, name, not_after)`
+/// for each.
+pub trait CertificateExpiry: Send + Sync {
+    fn expiries(&self) -> Vec<(String, String, std::time::SystemTime)>;
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    listener: String,
+    name: String,
+}
+
+/// `switchyard_certificate_expiry_seconds`, worked out at each scrape:
+/// seconds left until each certificate in service expires.
+#[derive(Default)]
+struct ExpiryCollector {
+    source: std::sync::Mutex<Option<std::sync::Weak<dyn CertificateExpiry>>>,
+}
+
+impl std::fmt::Debug for ExpiryCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExpiryCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for ExpiryCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let source = self
+            .source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade);
+        let family =
+            Family::<CertificateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let now = std::time::SystemTime::now();
+        for (listener, name, not_after) in source.map(|s| s.expiries()).unwrap_or_default() {
+            let left = match not_after.duration_since(now) {
+                Ok(left) => left.as_secs_f64(),
+                Err(past) => -past.duration().as_secs_f64(),
+            };
+            family
+                .get_or_create(&CertificateLabels { listener, name })
+                .set(left.round());
+        }
+        let metric = encoder.encode_descriptor(
+            "certificate_expiry_seconds",
+            "Seconds until each certificate in service expires (negative once expired), by listener and first name",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
     }
 }
 

@@ -6,7 +6,8 @@
 //! atomically on reload; a request loads it once and uses that snapshot to
 //! the end, so no request ever sees half of two configurations.
 
-use crate::config::{Config, RouteConfig, RouteTarget, Scheme};
+use crate::certs::Store;
+use crate::config::{Config, ListenerKey, RouteConfig, RouteTarget, Scheme};
 use crate::metrics::{Metrics, RouteStats};
 use crate::router::Router;
 use crate::static_files::StaticFiles;
@@ -38,11 +39,15 @@ pub struct State {
     pub hard_stop: Signal,
     /// How many worker threads serve traffic.
     pub workers: usize,
+    /// Every listener's certificates, kept across reloads.
+    pub certs: Arc<Store>,
 }
 
 impl State {
+    /// Must run inside a Tokio runtime (certificate watchers start on it).
     pub fn new(config: Config, metrics: Arc<Metrics>, workers: usize) -> State {
-        let generation = Generation::build(1, config, None, &metrics, workers);
+        let certs = Store::new(metrics.clone());
+        let generation = Generation::build(1, config, None, &metrics, workers, &certs);
         metrics.set_generation(1);
         State {
             generation: ArcSwap::from_pointee(generation),
@@ -52,6 +57,7 @@ impl State {
             draining: Signal::default(),
             hard_stop: Signal::default(),
             workers,
+            certs,
         }
     }
 
@@ -76,6 +82,8 @@ pub struct Generation {
     upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Metrics for requests no route matched.
     pub unrouted: Arc<RouteStats>,
+    /// The TLS settings of each TLS listener.
+    tls: Vec<(ListenerKey, Arc<rustls::ServerConfig>)>,
 }
 
 /// A route with its run-time parts.
@@ -103,6 +111,7 @@ impl Generation {
         previous: Option<&Generation>,
         metrics: &Arc<Metrics>,
         workers: usize,
+        certs: &Store,
     ) -> Generation {
         let upstreams: BTreeMap<String, Arc<Upstream>> = config
             .upstreams
@@ -144,7 +153,9 @@ impl Generation {
             })
             .collect::<Vec<_>>();
         let configs: Vec<Arc<RouteConfig>> = routes.iter().map(|r| r.config.clone()).collect();
+        let tls = tls_settings(&config, certs);
         Generation {
+            tls,
             number,
             router: Router::new(&configs),
             routes,
@@ -154,12 +165,39 @@ impl Generation {
         }
     }
 
+    /// The TLS settings of the listener `key`; `None` for a plain one.
+    pub fn tls(&self, key: ListenerKey) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, config)| config.clone())
+    }
+
     /// The route for a request that arrived over `scheme`, if any.
     pub fn route(&self, scheme: Scheme, host: Option<&str>, path: &str) -> Option<&ActiveRoute> {
         self.router
             .route(scheme, host, path)
             .map(|i| &self.routes[i])
     }
+}
+
+/// The TLS settings of every TLS listener of `config`, from `certs`.
+fn tls_settings(config: &Config, certs: &Store) -> Vec<(ListenerKey, Arc<rustls::ServerConfig>)> {
+    certs.begin_generation();
+    config
+        .listener_keys()
+        .filter_map(|(key, listener)| {
+            let tls = listener.tls.as_ref()?;
+            let base = crate::tls::Settings::default();
+            match certs.listener(&key.to_string(), &tls.sources, base) {
+                Ok(settings) => Some((key, settings)),
+                Err(e) => {
+                    tracing::error!("listener {key}: cannot build its TLS settings: {e}");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// A one-way signal: given once, seen by every connection and tunnel.

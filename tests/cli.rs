@@ -500,7 +500,7 @@ upstream = "nope"
 idle_timeout = "10"
 "#,
         &[
-            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: admin, client_header_timeout, log_format, shutdown_delay, shutdown_timeout, workers",
+            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: admin, client_header_timeout, log_format, shutdown_delay, shutdown_timeout, watch, workers",
             "{file}:3:20: shutdown_timeout: expected a duration such as \"30s\", found a number (30)",
             "{file}:7:1: unknown key \"tsl\" in [[listener]] (did you mean \"tls\"?); known keys: bind, tls",
             "{file}:9:1: upstream \"chat\" is not used by any route",

@@ -56,6 +56,9 @@ pub struct Table<'a, 'i> {
     asked: RefCell<Vec<String>>,
     /// Every key of the table may be read by [`Table::entries`].
     open: RefCell<bool>,
+    /// Keys reported as misplaced ([`Table::misplaced`]): neither known
+    /// nor unknown.
+    misplaced: RefCell<Vec<String>>,
     problems: &'a Problems,
 }
 
@@ -82,6 +85,7 @@ impl<'a, 'i> Table<'a, 'i> {
             entries,
             asked: RefCell::new(Vec::new()),
             open: RefCell::new(false),
+            misplaced: RefCell::new(Vec::new()),
             problems,
         }
     }
@@ -111,6 +115,18 @@ impl<'a, 'i> Table<'a, 'i> {
     /// Whether the table has `key` (asking for it).
     pub fn has(&self, key: &str) -> bool {
         self.lookup(key).is_some()
+    }
+
+    /// Report `key`, if present, with `message` instead of as an unknown
+    /// key (a key that belongs in another table), without making it one of
+    /// the keys this table lists as known. Returns whether it was there.
+    pub fn misplaced(&self, key: &str, message: &str) -> bool {
+        let Some((k, _)) = self.entries.iter().find(|(k, _)| k.get_ref() == key) else {
+            return false;
+        };
+        self.problems.add(k.span(), message);
+        self.misplaced.borrow_mut().push(key.to_string());
+        true
     }
 
     /// The span of `key` itself (not its value), if present.
@@ -218,7 +234,6 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// One table or a list of tables (`tls = { … }` or `tls = [{ … }, { … }]`).
-    #[allow(dead_code)]
     pub fn one_or_more_tables(&self, key: &str) -> Option<Spanned<Vec<Table<'a, 'i>>>> {
         let (_, value) = self.lookup(key)?;
         let tables = match value.get_ref() {
@@ -309,7 +324,8 @@ impl Drop for Table<'_, '_> {
         let asked = self.asked.borrow();
         for (key, _) in self.entries.iter() {
             let name = key.get_ref();
-            if asked.iter().any(|k| k == name) {
+            if asked.iter().any(|k| k == name) || self.misplaced.borrow().iter().any(|k| k == name)
+            {
                 continue;
             }
             let mut message = format!("unknown key {name:?} in {}", self.name);

@@ -49,6 +49,8 @@ pub struct ServerSettings {
     pub client_header_timeout: Duration,
     /// Worker threads serving traffic (one per core by default).
     pub workers: usize,
+    /// Reload the route file when it changes on disk (`watch`).
+    pub watch: bool,
 }
 
 impl Default for ServerSettings {
@@ -60,6 +62,7 @@ impl Default for ServerSettings {
             log_format: LogFormat::Text,
             client_header_timeout: Duration::from_secs(10),
             workers: crate::workers::default_count(),
+            watch: false,
         }
     }
 }
@@ -129,20 +132,17 @@ impl fmt::Display for Scheme {
     }
 }
 
-/// A listener's certificate and key, already loaded and checked.
-#[derive(Clone)]
+/// A listener's certificates: one or more sources, the first the default
+/// (see [`crate::certs`]). File pairs are already loaded and checked.
+#[derive(Debug, Clone)]
 pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub server_config: Arc<rustls::ServerConfig>,
+    pub sources: Vec<crate::certs::Source>,
 }
 
-impl fmt::Debug for TlsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsConfig")
-            .field("cert", &self.cert)
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+impl TlsConfig {
+    /// How a reload report compares two listeners' certificates.
+    pub fn describe(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.describe()).collect()
     }
 }
 

@@ -159,6 +159,11 @@ async fn serve(
     if host.is_none() && req.version() == Version::HTTP_11 {
         return Err(ProxyError::BadRequest(MISSING_HOST));
     }
+    if peer.client.scheme == Scheme::Http
+        && let Some(answer) = acme_http01(&req, state)
+    {
+        return Ok((answer, None));
+    }
     let route = route.ok_or(ProxyError::NoRoute)?;
     match &route.target {
         Target::Static(files) => Ok((files.serve(&req, accepted).await?, None)),
@@ -185,6 +190,25 @@ async fn serve(
             }
         }
     }
+}
+
+/// The answer to an ACME HTTP-01 validation request (RFC 8555 section
+/// 8.3), if this is one for a challenge an order awaits. It comes before
+/// routing, as the ACME server asks whatever the routes say.
+fn acme_http01(req: &Request<Incoming>, state: &State) -> Option<Response<ResponseBody>> {
+    use crate::certs::acme::challenge::HTTP01_PREFIX;
+    let challenges = state.certs.challenges();
+    if !req.uri().path().starts_with(HTTP01_PREFIX) || !challenges.any_http01() {
+        return None;
+    }
+    let answer = challenges.http01(req.uri().path())?;
+    tracing::debug!("ACME HTTP-01 validation request answered");
+    let mut response = Response::new(ResponseBody::bytes(answer.into()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(response)
 }
 
 /// Forward an ordinary request and stream the answer back.

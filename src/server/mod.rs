@@ -20,6 +20,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
@@ -185,7 +186,7 @@ async fn serve(
         return;
     };
     let scheme = listener.scheme();
-    let tls = listener.tls.as_ref().map(|tls| tls.server_config.clone());
+    let tls = generation.tls(key);
     let header_timeout = generation.config.server.client_header_timeout;
     drop(generation);
 
@@ -216,6 +217,14 @@ async fn secure(
     };
     let handshake = TlsAcceptor::from(config).accept(stream);
     match tokio::time::timeout(header_timeout, handshake).await {
+        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
+            // An ACME server checked the TLS-ALPN-01 certificate: the
+            // handshake was all it wanted (RFC 8737 section 3).
+            tracing::debug!("ACME TLS-ALPN-01 validation handshake answered");
+            let mut tls = tls;
+            let _ = tokio::time::timeout(header_timeout, tls.shutdown()).await;
+            None
+        }
         Ok(Ok(tls)) => Some(Either::Right(Box::new(tls))),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");

@@ -626,3 +626,132 @@ pub fn metric(
             other => panic!("{name} is not a single number: {other:?}"),
         })
 }
+
+// ---------------------------------------------------------------- certificates
+
+impl TestProxy {
+    /// Start a proxy on the route file at `path` as it is (a symlink
+    /// layout, a file written elsewhere).
+    pub async fn start_file(path: &Path) -> TestProxy {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("route file invalid:\n{e}"));
+        let proxy = Proxy::start(config).await.expect("proxy start");
+        let listeners = proxy.listeners().await;
+        let pick = |scheme| {
+            listeners
+                .iter()
+                .find(|(_, s)| *s == scheme)
+                .map(|(a, _)| *a)
+        };
+        TestProxy {
+            http: pick(Scheme::Http),
+            https: pick(Scheme::Https),
+            admin: proxy.admin_addr().await,
+            proxy,
+        }
+    }
+}
+
+/// A certificate authority that signs certificates for any names, for
+/// tests that need several certificates (SNI, rotation).
+pub struct CertMaker {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub ca_der: CertificateDer<'static>,
+}
+
+impl CertMaker {
+    pub fn new() -> CertMaker {
+        let key = rcgen::KeyPair::generate().expect("ca key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "Switchyard test CA (certificates)",
+        );
+        let cert = params.self_signed(&key).expect("ca cert");
+        CertMaker {
+            ca_der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `names` and its key, both PEM.
+    pub fn pair(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let cert = params.signed_by(&key, &self.issuer).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client trusting only this CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).expect("add root");
+        let config = rustls::ClientConfig::builder_with_provider(switchyard::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+/// The leaf certificate `addr` presents for `sni`, whatever it is (the
+/// client verifies nothing); `None` when the handshake fails.
+pub async fn served_certificate(addr: SocketAddr, sni: &str) -> Option<CertificateDer<'static>> {
+    let (config, _) = switchyard::bench::tls::client_config(None, true, b"http/1.1").ok()?;
+    let stream = within(TcpStream::connect(addr)).await.ok()?;
+    let name = ServerName::try_from(sni.to_string()).ok()?;
+    let tls = within(tokio_rustls::TlsConnector::from(config).connect(name, stream))
+        .await
+        .ok()?;
+    tls.get_ref().1.peer_certificates()?.first().cloned()
+}
+
+/// The DNS names of a DER certificate.
+pub fn names_of(der: &CertificateDer<'_>) -> Vec<String> {
+    switchyard::certs::material::describe(der)
+        .expect("a certificate")
+        .names
+}
+
+/// Wait, checking every 50 ms, until `check` holds; fails the test after
+/// `limit`. For changes the proxy notices by itself (watched files).
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        if started.elapsed() > limit {
+            panic!("{what}: not within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Open a WebSocket over TLS to `wss://NAME:PORT{path}` with `config`.
+pub async fn wss_connect_named(
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Ws<tokio_rustls::client::TlsStream<TcpStream>> {
+    let stream = within(TcpStream::connect(addr)).await.expect("connect");
+    let server_name = ServerName::try_from(name.to_string()).expect("name");
+    let tls = within(tokio_rustls::TlsConnector::from(config).connect(server_name, stream))
+        .await
+        .expect("tls");
+    let request = format!("wss://{name}:{}{path}", addr.port())
+        .into_client_request()
+        .expect("request");
+    within(tokio_tungstenite::client_async(request, tls))
+        .await
+        .expect("wss handshake")
+        .0
+}

@@ -1,8 +1,9 @@
-//! `[[listener]]`: addresses that do not overlap, and their TLS material.
+//! `[[listener]]`: addresses that do not overlap, and their TLS material
+//! (checked in [`super::tls`]).
 
 use super::Checker;
+use crate::config::ListenerConfig;
 use crate::config::doc::Table;
-use crate::config::{ListenerConfig, TlsConfig};
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -17,9 +18,15 @@ impl Checker<'_> {
         }
         let mut bound: Vec<(SocketAddr, Range<usize>)> = Vec::new();
         let mut listeners = Vec::new();
+        let mut http01 = Vec::new();
         for table in tables {
             let bind = table.string("bind", "an address such as \"0.0.0.0:8080\"");
-            let tls = table.table("tls");
+            let tls = table.one_or_more_tables("tls");
+            table.misplaced(
+                "acme",
+                "acme belongs inside tls, which it makes a TLS listener: \
+                 tls = { acme = { domains = [\"…\"], cache = \"…\" } }",
+            );
             let Some(bind) = bind else {
                 if !table.has("bind") {
                     self.error(
@@ -57,12 +64,26 @@ impl Checker<'_> {
                 self.error_at(&bind, message);
             }
             bound.push((addr, bind.span()));
-            let tls = tls.as_ref().and_then(|tls| self.tls(tls));
+            let tls = tls.as_ref().and_then(|tls| {
+                let checked = self.tls(tls);
+                http01.extend(checked.http01);
+                checked.config
+            });
             listeners.push(ListenerConfig {
                 bind: addr,
                 tls,
                 bind_at: Some(self.position(bind.span().start)),
             });
+        }
+        let has_plain = tables.iter().any(|t| !t.has("tls"));
+        if !has_plain {
+            for span in http01 {
+                self.error(
+                    span,
+                    "the http-01 challenge is answered on a plain listener (port 80 for a \
+                     public CA), and this file has none: add one, or use \"tls-alpn-01\"",
+                );
+            }
         }
         if let Some((admin, span)) = admin
             && let Some((other, at)) = bound.iter().find(|(other, _)| overlaps(*other, *admin))
@@ -75,47 +96,6 @@ impl Checker<'_> {
             self.error(span.clone(), message);
         }
         listeners
-    }
-
-    fn tls(&self, table: &Table) -> Option<TlsConfig> {
-        let cert = table.string("cert", "the path of a PEM certificate chain");
-        let key = table.string("key", "the path of a PEM private key");
-        let mut found = true;
-        for (value, what, name) in [(&cert, "certificate", "cert"), (&key, "key", "key")] {
-            match value {
-                Some(value) => {
-                    let path = self.path(value.get_ref());
-                    if !path.is_file() {
-                        self.error_at(value, format!("{what} file {} not found", path.display()));
-                        found = false;
-                    }
-                }
-                None => {
-                    if !table.has(name) {
-                        self.error(table.span(), format!("tls needs `{name} = \"FILE\"`"));
-                    }
-                    found = false;
-                }
-            }
-        }
-        let (Some(cert), Some(key)) = (cert, key) else {
-            return None;
-        };
-        if !found {
-            return None;
-        }
-        let (cert_path, key_path) = (self.path(cert.get_ref()), self.path(key.get_ref()));
-        match crate::tls::server_config(&cert_path, &key_path) {
-            Ok(server_config) => Some(TlsConfig {
-                cert: cert_path,
-                key: key_path,
-                server_config,
-            }),
-            Err(e) => {
-                self.error(table.span(), e.to_string());
-                None
-            }
-        }
     }
 }
 

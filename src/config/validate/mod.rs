@@ -12,6 +12,7 @@
 mod listener;
 mod route;
 mod server;
+mod tls;
 mod upstream;
 
 use super::doc::{self, Problems, Table};

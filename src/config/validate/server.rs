@@ -58,6 +58,7 @@ impl Checker<'_> {
                 base.workers
             }
         };
+        let watch = table.boolean("watch").map_or(base.watch, |w| *w.get_ref());
         let settings = ServerSettings {
             admin: admin.as_ref().map(|(addr, _)| *addr),
             shutdown_timeout: self.duration(table, "shutdown_timeout", base.shutdown_timeout),
@@ -69,6 +70,7 @@ impl Checker<'_> {
                 base.client_header_timeout,
             ),
             workers,
+            watch,
         };
         CheckedServer { settings, admin }
     }
