@@ -272,5 +272,16 @@ async fn run_names_every_busy_port_with_its_place_in_the_file() {
     .await
     .expect("run switchyard validate");
     assert!(validate.status.success(), "{validate:?}");
+    // …and says so in its help.
+    let help = within(
+        Command::new(BIN)
+            .args(["validate", "--help"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run switchyard validate --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("binds no port"), "{help}");
     drop((held_a, held_b));
 }
