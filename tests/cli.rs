@@ -725,7 +725,7 @@ const MANY_PROBLEMS_REPORT: &[&str] = &[
     "{file}:23:16: certificate file {dir}/no.crt not found",
     "{file}:23:32: key file {dir}/no.key not found",
     "{file}:26:8: bind address \"localhost:80\" is not IP:port (for example \"0.0.0.0:8080\")",
-    "{file}:31:8: a route has `upstream` or `root`, not both",
+    "{file}:31:8: a route has exactly one of `upstream`, `root` or `redirect`",
 ];
 
 #[tokio::test]
