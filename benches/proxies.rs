@@ -13,7 +13,7 @@
 //! over rounds. The markdown tables go to stdout and `target/bench-results.md`.
 //!
 //! Knobs: `BENCH_ROUNDS` (3), `BENCH_SECONDS` per measurement (5),
-//! `BENCH_ONLY` (comma list: http, echo, bulk, handshake, handshake-ws,
+//! `BENCH_ONLY` (comma list: http, http-log, echo, bulk, handshake, handshake-ws,
 //! handshake-wss, hold), `BENCH_TARGETS` (direct, switchyard, nginx,
 //! haproxy, bare-hyper), `BENCH_KEEP_TMP` (keep the generated configurations
 //! and logs).
@@ -54,11 +54,18 @@ use workloads::{Runner, Sample};
 
 /// Held tunnels wanted, each taking two sockets in a proxy.
 const HOLD_TUNNELS: u64 = 9_500;
+/// Handshakes per second the storm's backend accepts.
+const STORM_BACKEND_RATE: u64 = 1_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--backend") {
-        return backend::main(args.get(i + 1).map_or("", String::as_str));
+        let rate = args
+            .iter()
+            .position(|a| a == "--handshake-rate")
+            .and_then(|j| args.get(j + 1))
+            .and_then(|r| r.parse().ok());
+        return backend::main(args.get(i + 1).map_or("", String::as_str), rate);
     }
     if let Some(i) = args.iter().position(|a| a == "--bare-hyper") {
         let arg = |n: usize| args.get(i + n).map_or("", String::as_str);
@@ -197,13 +204,15 @@ fn suite() -> Result<(), String> {
         );
     }
     let certs = certs::make(&dir)?;
-    let ports = targets::free_ports(1 + 2 * TargetKind::ALL.len())?;
+    let ports = targets::free_ports(2 + 2 * TargetKind::ALL.len())?;
     let backend_addr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let storm_addr = SocketAddr::from(([127, 0, 0, 1], ports[1 + 2 * TargetKind::ALL.len()]));
     let shared = Shared {
         dir: dir.clone(),
         cert: certs.cert.clone(),
         key: certs.key.clone(),
         backend: backend_addr,
+        storm_backend: storm_addr,
     };
 
     // The backend.
@@ -212,6 +221,20 @@ fn suite() -> Result<(), String> {
     command.arg("--backend").arg(backend_addr.to_string());
     let mut backend = Guard::spawn("backend", command, &dir.join("backend.log"), None)?;
     process::wait_for_port(backend_addr, &mut backend, Duration::from_secs(10))?;
+    // The storm's backend: 1,000 handshakes per second at most.
+    let mut command = Command::new(&exe);
+    command
+        .arg("--backend")
+        .arg(storm_addr.to_string())
+        .arg("--handshake-rate")
+        .arg(STORM_BACKEND_RATE.to_string());
+    let mut storm_backend = Guard::spawn(
+        "storm backend",
+        command,
+        &dir.join("storm-backend.log"),
+        None,
+    )?;
+    process::wait_for_port(storm_addr, &mut storm_backend, Duration::from_secs(10))?;
 
     // The targets that can run here.
     let mut skipped = Vec::new();
@@ -315,6 +338,11 @@ fn suite() -> Result<(), String> {
                     .iter_mut()
                     .find(|t| t.kind == kind)
                     .ok_or("internal: target vanished")?;
+                // Only the access-log workload runs with one: a restart
+                // with the other configuration when it changes.
+                if let Err(e) = target.set_access_log(*workload == Workload::HttpLog) {
+                    eprintln!("  {workload} → {kind}: {e}");
+                }
                 let t0 = Instant::now();
                 let result = if *workload == Workload::Hold {
                     hold::measure(&runner, round, target)
@@ -370,6 +398,7 @@ fn suite() -> Result<(), String> {
     println!("written to {}", out.display());
     drop(targets);
     drop(backend);
+    drop(storm_backend);
     Ok(())
 }
 
@@ -450,6 +479,14 @@ fn document(results: &report::Results, settings: &Settings, run: &Run) -> String
     out.push_str(&results.main_table());
     out.push('\n');
     out.push_str(&results.hold_table());
+    let costs = results.access_log_cost();
+    if !costs.is_empty() {
+        out.push_str("\nAccess log to a file, CPU per request with it ÷ without (same run):");
+        for (target, cost) in costs {
+            out.push_str(&format!(" {target} {cost:.2}×;"));
+        }
+        out.push('\n');
+    }
     out.push_str("\n### Where Switchyard misses the bar (the better of nginx and HAProxy)\n\n");
     let misses = results.verdict();
     if misses.is_empty() {

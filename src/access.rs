@@ -87,7 +87,10 @@ impl Record {
     pub fn finish(self, bytes: u64, complete: bool) {
         let elapsed = self.started.elapsed();
         self.stats.request_done(self.status, elapsed);
-        let access_on = tracing::enabled!(target: "access", Level::INFO);
+        // With a file of their own, access lines are written whatever
+        // `RUST_LOG` says; `access_log = "off"` is how to stop them.
+        let to_file = crate::access_log::to_file();
+        let mut access_on = to_file || tracing::enabled!(target: "access", Level::INFO);
         let request = &*self.request;
         let (level, message, error) = match (&request.error, &request.body_error) {
             (Some((level, error)), _) => (*level, "request failed", Some(error.as_str())),
@@ -111,9 +114,35 @@ impl Record {
         let status = self.status.as_u16();
         let route = &*self.stats.name;
         let upstream = request.upstream.as_deref().unwrap_or("-");
+        let micros = elapsed.as_micros();
         // Milliseconds to the microsecond, as a number (JSON logs carry it
         // as one).
-        let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+        let duration_ms = micros as f64 / 1000.0;
+        if to_file {
+            let line = crate::access_log::RequestLine {
+                level,
+                message,
+                peer: request.peer,
+                method: request.method.as_str(),
+                host,
+                path,
+                status,
+                bytes,
+                micros,
+                route,
+                upstream,
+                error,
+            };
+            // A file of its own: formatted straight into the worker's buffer,
+            // without going through `tracing`. Warnings and errors are also
+            // said on stderr, with the process's other problems.
+            if crate::access_log::write_request(&line) {
+                if level > Level::WARN {
+                    return;
+                }
+                access_on = false;
+            }
+        }
         macro_rules! emit {
             ($target:literal, $level:expr) => {
                 tracing::event!(

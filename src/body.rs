@@ -9,6 +9,7 @@
 
 use crate::access;
 use crate::compress::{Coding, body::Encoded};
+use crate::timer::Timeout;
 use crate::upstream::pool::Reuse;
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
@@ -19,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Any error a body can fail with.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,7 +42,7 @@ enum Kind {
     Empty,
     Text(Option<Bytes>),
     /// An upstream's body, and its connection to give back at the end.
-    Upstream(Incoming, Option<Reuse>),
+    Upstream(Incoming, Option<Reuse>, Stall),
     Static(hyper_staticfile::Body),
     /// Another body, compressed on the way.
     Compressed(Box<Encoded<ResponseBody>>),
@@ -67,7 +68,18 @@ impl ResponseBody {
     }
 
     pub fn upstream(body: Incoming, reuse: Option<Reuse>) -> Self {
-        Self::new(Kind::Upstream(body, reuse))
+        Self::new(Kind::Upstream(body, reuse, Stall::default()))
+    }
+
+    /// An upstream's body that fails once it sends nothing for `limit`
+    /// (the upstream's `read_timeout`, as nginx's `proxy_read_timeout`
+    /// counts between two reads).
+    pub fn upstream_within(body: Incoming, reuse: Option<Reuse>, limit: Duration) -> Self {
+        let stall = Stall {
+            limit: Some(limit),
+            timer: None,
+        };
+        Self::new(Kind::Upstream(body, reuse, stall))
     }
 
     pub fn static_file(body: hyper_staticfile::Body) -> Self {
@@ -123,7 +135,7 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         // Bodyless answers (HEAD, 204, 304) and bodies the server knew were
         // complete without a last poll still free their connection.
-        if let Kind::Upstream(body, reuse) = &mut self.kind
+        if let Kind::Upstream(body, reuse, _) = &mut self.kind
             && body.is_end_stream()
             && let Some(reuse) = reuse.take()
         {
@@ -148,8 +160,29 @@ impl Body for ResponseBody {
         let frame = match &mut this.kind {
             Kind::Empty => None,
             Kind::Text(text) => text.take().map(|t| Ok(Frame::data(t))),
-            Kind::Upstream(body, reuse) => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+            Kind::Upstream(body, reuse, stall) => {
+                let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        stall.timer = None;
+                        frame
+                    }
+                    Poll::Pending => {
+                        let Some(limit) = stall.limit else {
+                            return Poll::Pending;
+                        };
+                        let timer = stall.timer.get_or_insert_with(|| Timeout::after(limit));
+                        ready!(std::future::Future::poll(Pin::new(timer), cx));
+                        stall.timer = None;
+                        let error =
+                            format!("the upstream sent nothing for {limit:?} (read_timeout)");
+                        if let Some(record) = &mut this.record {
+                            record.body_error(error.clone());
+                        }
+                        // Not given back: the connection is in an unknown state.
+                        reuse.take();
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                };
                 if frame.is_none() || body.is_end_stream() {
                     // Read to the end: the connection can serve another request.
                     if let Some(reuse) = reuse.take() {
@@ -180,7 +213,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Empty => true,
             Kind::Text(text) => text.is_none(),
-            Kind::Upstream(body, _) => body.is_end_stream(),
+            Kind::Upstream(body, _, _) => body.is_end_stream(),
             Kind::Static(body) => body.is_end_stream(),
             Kind::Compressed(body) => body.is_end_stream(),
         }
@@ -190,11 +223,18 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Text(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
-            Kind::Upstream(body, _) => body.size_hint(),
+            Kind::Upstream(body, _, _) => body.size_hint(),
             Kind::Static(body) => body.size_hint(),
             Kind::Compressed(body) => body.size_hint(),
         }
     }
+}
+
+/// How long an upstream's body may stall, and the timer while it does.
+#[derive(Default)]
+pub struct Stall {
+    limit: Option<Duration>,
+    timer: Option<Timeout>,
 }
 
 /// A request body on its way to an upstream.
@@ -203,27 +243,68 @@ pub enum RequestBody {
     Empty,
     /// The client's body, streamed; each frame moves `progress` forward so a
     /// slow upload does not count against the upstream's `read_timeout`.
+    /// A body that stalls for `stall_limit` (`client_body_timeout`) fails
+    /// with [`BodyTimedOut`].
     Streaming {
         body: Incoming,
         progress: Arc<Progress>,
+        stall_limit: Duration,
+        stalled: Option<Timeout>,
     },
 }
 
+impl RequestBody {
+    /// The client's `body`, failing if it stalls for `stall_limit`.
+    pub fn streaming(body: Incoming, stall_limit: Duration) -> RequestBody {
+        RequestBody::Streaming {
+            body,
+            progress: Progress::new(),
+            stall_limit,
+            stalled: None,
+        }
+    }
+}
+
+/// A request body that sent nothing for `client_body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body sent nothing for {0:?} (client_body_timeout)")]
+pub struct BodyTimedOut(pub Duration);
+
+/// The client's request body failed: it stalled ([`BodyTimedOut`]) or
+/// broke (the client went away, or sent a malformed chunk).
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body: {0}")]
+pub struct ClientBodyError(#[source] pub BodyError);
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Streaming { body, progress } => {
-                let frame = ready!(Pin::new(body).poll_frame(cx));
-                progress.touch();
-                Poll::Ready(frame)
-            }
+            RequestBody::Streaming {
+                body,
+                progress,
+                stall_limit,
+                stalled,
+            } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    *stalled = None;
+                    progress.touch();
+                    Poll::Ready(frame.map(|r| r.map_err(|e| ClientBodyError(e.into()))))
+                }
+                Poll::Pending => {
+                    let limit = *stall_limit;
+                    let timer = stalled.get_or_insert_with(|| Timeout::after(limit));
+                    ready!(std::future::Future::poll(Pin::new(timer), cx));
+                    *stalled = None;
+                    Poll::Ready(Some(Err(ClientBodyError(Box::new(BodyTimedOut(limit))))))
+                }
+            },
         }
     }
 

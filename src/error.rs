@@ -34,6 +34,12 @@ pub enum ProxyError {
     FileNotFound,
     #[error("static files answer only GET and HEAD")]
     MethodNotAllowed,
+    #[error("client over max_connections_per_ip ({limit})")]
+    OverIpCap { limit: usize },
+    #[error("the request body sent nothing for {timeout:?} (client_body_timeout)")]
+    BodyTimeout { timeout: Duration },
+    #[error("the request body broke off: {0}")]
+    ClientBody(String),
 
     // --- upstream side ---
     #[error("upstream {upstream}: cannot connect to {server}: {source}")]
@@ -64,6 +70,22 @@ pub enum ProxyError {
     },
     #[error("upstream {upstream}: {server} closed a fresh connection before the request was sent")]
     ConnectionLost { upstream: String, server: String },
+    #[error("upstream {upstream}: no server is up")]
+    NoServerUp { upstream: String },
+    #[error(
+        "upstream {upstream}: {server} had no room for another WebSocket handshake within {waited:?} (max_handshakes)"
+    )]
+    QueueTimeout {
+        upstream: String,
+        server: String,
+        waited: Duration,
+    },
+    #[error("upstream {upstream}: {server} broke the WebSocket handshake: {reason}")]
+    Exchange {
+        upstream: String,
+        server: String,
+        reason: String,
+    },
     #[error("upstream {upstream}: {server} answered the WebSocket upgrade wrongly: {reason}")]
     BadUpgrade {
         upstream: String,
@@ -87,12 +109,18 @@ impl ProxyError {
             | HeadTooLarge { .. }
             | OriginForbidden { .. }
             | FileNotFound
-            | MethodNotAllowed => Side::Client,
+            | MethodNotAllowed
+            | OverIpCap { .. }
+            | BodyTimeout { .. }
+            | ClientBody(_) => Side::Client,
             Connect { .. }
             | ConnectTimeout { .. }
             | ResponseTimeout { .. }
             | Broken { .. }
             | ConnectionLost { .. }
+            | NoServerUp { .. }
+            | QueueTimeout { .. }
+            | Exchange { .. }
             | BadUpgrade { .. } => Side::Upstream,
             StaticFile(_) | MissingUpstream(_) => Side::Internal,
         }
@@ -106,9 +134,16 @@ impl ProxyError {
             BadRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             OriginForbidden { .. } => StatusCode::FORBIDDEN,
-            Connect { .. } | Broken { .. } | ConnectionLost { .. } | BadUpgrade { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            OverIpCap { .. } => StatusCode::TOO_MANY_REQUESTS,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ClientBody(_) => StatusCode::BAD_REQUEST,
+            Connect { .. }
+            | Broken { .. }
+            | ConnectionLost { .. }
+            | BadUpgrade { .. }
+            | NoServerUp { .. }
+            | Exchange { .. } => StatusCode::BAD_GATEWAY,
+            QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ConnectTimeout { .. } | ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             StaticFile(_) | MissingUpstream(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -125,19 +160,44 @@ impl ProxyError {
             BadRequest(why) => match *why {
                 MISSING_HOST => "400 bad request: missing Host header\n",
                 BAD_WEBSOCKET_KEY => "400 bad request: bad Sec-WebSocket-Key\n",
-                BAD_HOST => "400 bad request: bad Host header\n",
+                TWO_HOSTS => "400 bad request: two Host headers\n",
+                BAD_HOST => "400 bad request: Host is not host[:port]\n",
+                HOST_DISAGREES => "400 bad request: Host disagrees with the request target\n",
+                BAD_TARGET => {
+                    "400 bad request: the request target is not /path, an absolute URL or * (OPTIONS)\n"
+                }
+                BAD_TRANSFER_ENCODING => {
+                    "400 bad request: chunked more than once in Transfer-Encoding\n"
+                }
                 _ => "400 bad request\n",
             },
             HeadTooLarge { .. } => "431 request header fields too large\n",
             OriginForbidden { .. } => "403 forbidden: origin not allowed\n",
+            OverIpCap { .. } => "429 too many connections from your address\n",
+            BodyTimeout { .. } => "408 request timeout: the request body stalled\n",
+            ClientBody(_) => "400 bad request: the request body broke off or was malformed\n",
             Connect { .. } | Broken { .. } | ConnectionLost { .. } => {
                 "502 bad gateway: upstream unreachable or broken\n"
             }
-            BadUpgrade { .. } => "502 bad gateway: upstream refused the WebSocket handshake\n",
+            BadUpgrade { .. } | Exchange { .. } => {
+                "502 bad gateway: upstream refused the WebSocket handshake\n"
+            }
+            NoServerUp { .. } => "502 bad gateway: no upstream server is up\n",
+            QueueTimeout { .. } => "503 service unavailable: upstream busy, try again shortly\n",
             ConnectTimeout { .. } | ResponseTimeout { .. } => {
                 "504 gateway timeout: upstream too slow\n"
             }
             StaticFile(_) | MissingUpstream(_) => "500 internal server error\n",
+        }
+    }
+
+    /// Seconds for `Retry-After`, for errors that are worth retrying.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            // Spread over a few seconds, so the clients of a storm that
+            // were turned away do not all come back at the same moment.
+            ProxyError::QueueTimeout { .. } => Some(fastrand::u64(1..=5)),
+            _ => None,
         }
     }
 
@@ -153,11 +213,20 @@ impl ProxyError {
 
 /// Reason given when an HTTP/1.1 request carries no `Host`.
 pub const MISSING_HOST: &str = "missing Host header";
-/// Reason given when a redirect needs the request's host and `Host` is not
-/// a host name or address.
-pub const BAD_HOST: &str = "Host header is not a host name or address";
 /// Reason given when a WebSocket upgrade has no usable `Sec-WebSocket-Key`.
 pub const BAD_WEBSOCKET_KEY: &str = "WebSocket upgrade without a valid Sec-WebSocket-Key";
+
+/// Reason given for a second `Host` header (RFC 9112 §3.2).
+pub const TWO_HOSTS: &str = "two Host headers";
+/// Reason given for a `Host` that is not `host[:port]` (also when a
+/// redirect to `{host}` finds no usable host name in it).
+pub const BAD_HOST: &str = "Host is not host[:port]";
+/// Reason given when an absolute-form target names another host than `Host`.
+pub const HOST_DISAGREES: &str = "Host disagrees with the request target";
+/// Reason given for a target that is not origin-form, absolute-form or `*`.
+pub const BAD_TARGET: &str = "the request target is not /path, an absolute URL or * (OPTIONS)";
+/// Reason given for `Transfer-Encoding: chunked, chunked`.
+pub const BAD_TRANSFER_ENCODING: &str = "chunked more than once in Transfer-Encoding";
 
 /// Errors while running a whole proxy (start-up, reload), as opposed to
 /// serving one request.
@@ -178,6 +247,8 @@ pub enum RunError {
     Signals(#[source] std::io::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
+    #[error("{0}")]
+    AccessLog(String),
 }
 
 /// Every address of a route file that could not be bound, each with the

@@ -15,29 +15,35 @@
 //! - [`lifecycle`]: start, SIGHUP reload, SIGTERM drain; owns the sockets.
 //! - [`state`]: what connections share; the swappable configuration
 //!   [`state::Generation`].
-//! - [`server`]: accept loops, then each connection in its own task: the TLS
-//!   handshake ([`tls`]) and HTTP/1.1 (`server::http1`).
+//! - [`server`]: accept loops, then each connection in its own task: the
+//!   connection cap, the PROXY header and per-address caps
+//!   ([`server::accept`]), the TLS handshake ([`tls`]) and HTTP/1.1
+//!   (`server::http1`).
 //! - [`certs`]: which certificate a handshake gets (SNI), and keeping them
 //!   current: rotated files, ACME ([`certs::acme`]); [`watch`]: files that
 //!   change on disk (certificates, the route file).
 //! - [`io`]: the byte streams both sides use (client connections plain or
 //!   TLS, what a tunnel needs of each end).
 //! - [`router`]: scheme, host and longest-prefix matching, pure.
-//! - [`proxy`]: one request: checks, forwarding, the header policy
-//!   ([`proxy::headers`]), the WebSocket handshake relay
-//!   ([`proxy::upgrade`]) and redirect answers ([`proxy::redirect`]), then
-//!   the route's rules on the response head.
+//! - [`proxy`]: one request: the head checks ([`proxy::checks`]),
+//!   forwarding, the header policy ([`proxy::headers`]), the WebSocket
+//!   handshake relay ([`proxy::upgrade`]) and redirect answers
+//!   ([`proxy::redirect`]), then the route's rules on the response head.
 //! - [`redirect`] (redirect targets) and [`header_rules`]
 //!   (`response_headers`, `request_headers`): pure, checked when the route
 //!   file is read.
 //! - [`compress`]: which responses are compressed and how, and the
 //!   streaming encoder ([`compress::body`]).
-//! - [`upstream`]: talking to an upstream's servers: server choice and
-//!   timeouts, keep-alive connections per server ([`upstream::pool`]).
+//! - [`upstream`]: talking to an upstream's servers: balancing
+//!   ([`upstream::balance`]), each server's shared state, health and
+//!   handshake queue, TLS and DNS to the servers, the upgrade's upstream leg
+//!   ([`upstream::handshake`]), keep-alive connections ([`upstream::pool`]).
 //! - [`ws`]: WebSocket tunnels after the `101`: the relay ([`ws::relay`])
-//!   with idle timeout and counters.
+//!   with idle timeout and counters, frame boundaries and the proxy's own
+//!   Close frames (for rebalancing).
 //! - [`static_files`]: `root` routes.
-//! - [`body`], [`access`], [`error`]: bodies, the access log, error responses.
+//! - [`body`], [`access`], [`error`]: bodies, the access record, error
+//!   responses; [`access_log`]: where access events go.
 //! - [`metrics`] and [`admin`]: Prometheus series and the admin listener.
 //! - [`workers`]: one single-threaded runtime per core; [`timer`]: each
 //!   worker's coarse timeouts.
@@ -47,6 +53,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
 pub mod bench;
 pub mod body;

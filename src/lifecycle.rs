@@ -24,6 +24,7 @@ use crate::error::{BindFailure, BindFailures, RunError};
 use crate::metrics::Metrics;
 use crate::server::{self, Listener};
 use crate::state::{Generation, State};
+use crate::upstream::resolve::{Resolve, System};
 use crate::watch::RouteFileWatch;
 use crate::workers::Workers;
 use std::collections::BTreeMap;
@@ -56,14 +57,25 @@ struct Sockets {
 impl Proxy {
     /// Bind every listener of `config` and start serving.
     pub async fn start(config: Config) -> Result<Proxy, RunError> {
+        Proxy::start_with_resolver(config, Arc::new(System)).await
+    }
+
+    /// Like [`Proxy::start`], with host names in upstream `servers` resolved
+    /// by `resolver` instead of the system's resolver.
+    pub async fn start_with_resolver(
+        config: Config,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Proxy, RunError> {
         let keys: Vec<ListenerKey> = config.listener_keys().map(|(key, _)| key).collect();
         let (sockets, admin_socket) = bind_all(&config, keys, config.server.admin)?;
         let workers = Workers::start(config.server.workers).map_err(RunError::Workers)?;
-        let state = Arc::new(State::new(
+        let state = Arc::new(State::with_resolver(
             config,
             Arc::new(Metrics::new()),
             workers.count(),
+            resolver,
         ));
+        state.current().resolve_pending().await;
         let mut listeners = Vec::new();
         for (key, socket) in sockets {
             listeners.push(spawn_listener(socket, key, &state, &workers)?);
@@ -168,9 +180,10 @@ impl Proxy {
             next,
             Some(current),
             &self.state.metrics,
-            self.state.workers,
+            &self.state.fleet,
             &self.state.certs,
         );
+        generation.resolve_pending().await;
         report.generation = generation.number;
         self.state.install(generation);
 
@@ -249,9 +262,14 @@ pub async fn run_watching(config: Config, watch: bool) -> Result<(), RunError> {
     // Signals are caught before the first listener is announced, so a
     // supervisor that signals as soon as it sees `listening on` is heard.
     let signals = Signals::install()?;
+    crate::access_log::configure(&config.server.access_log, config.server.log_format)
+        .map_err(RunError::AccessLog)?;
     let mut proxy = Proxy::start(config).await?;
     proxy.watch_always = watch;
-    proxy.run_until_stopped(signals).await
+    let result = proxy.run_until_stopped(signals).await;
+    // What the access log still buffers goes to its file before exit.
+    crate::access_log::finish();
+    result
 }
 
 /// The signals a running proxy answers.
@@ -259,6 +277,8 @@ pub struct Signals {
     hangup: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
+    /// SIGUSR1: reopen the access log file (logrotate's `postrotate`).
+    reopen: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -268,6 +288,7 @@ impl Signals {
             hangup: signal(SignalKind::hangup()).map_err(RunError::Signals)?,
             terminate: signal(SignalKind::terminate()).map_err(RunError::Signals)?,
             interrupt: signal(SignalKind::interrupt()).map_err(RunError::Signals)?,
+            reopen: signal(SignalKind::user_defined1()).map_err(RunError::Signals)?,
         })
     }
 }
@@ -281,10 +302,17 @@ impl Proxy {
             tokio::select! {
                 _ = signals.hangup.recv() => {
                     match self.reload().await {
-                        Ok(report) => tracing::info!("configuration reloaded: {report}"),
+                        Ok(report) => {
+                            tracing::info!("configuration reloaded: {report}");
+                            self.configure_access_log();
+                        }
                         Err(error) => log_reload_failure(&error),
                     }
                     watch.reset();
+                }
+                _ = signals.reopen.recv() => {
+                    crate::access_log::reopen();
+                    tracing::info!("access log reopened");
                 }
                 () = watch.tick() => self.reload_if_changed(&mut watch).await,
                 _ = signals.terminate.recv() => break,
@@ -314,13 +342,22 @@ impl Proxy {
         RouteFileWatch::new(&self.state.current().config.path, self.watch_always)
     }
 
+    /// Send access events where the configuration in force says.
+    fn configure_access_log(&self) {
+        let server = &self.state.current().config.server;
+        if let Err(e) = crate::access_log::configure(&server.access_log, server.log_format) {
+            tracing::error!("{e}; access lines go where they went before");
+        }
+    }
+
     async fn reload_if_changed(&self, watch: &mut RouteFileWatch) {
         if !watch.changed(self.state.current().config.server.watch) {
             return;
         }
         match self.reload().await {
             Ok(report) => {
-                tracing::info!("configuration reloaded (the route file changed on disk): {report}")
+                tracing::info!("configuration reloaded (the route file changed on disk): {report}");
+                self.configure_access_log();
             }
             Err(error) => log_reload_failure(&error),
         }

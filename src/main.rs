@@ -82,6 +82,9 @@ fn main() -> ExitCode {
                     count(loaded.upstreams.len(), "upstream"),
                     count(loaded.routes.len(), "route")
                 );
+                for upstream in loaded.upstreams.values() {
+                    println!("  {}", upstream.describe());
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {

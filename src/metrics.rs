@@ -50,6 +50,11 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamOnlyLabels {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: String,
 }
@@ -109,8 +114,76 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     config_generation: Gauge,
     accept_errors: Family<KindLabels, Counter>,
+    connections_open: Gauge,
+    max_connections_reached: Counter,
+    over_ip_cap: Family<ListenerLabels, Counter>,
+    proxy_header_errors: Family<ListenerLabels, Counter>,
     acme_renewals: Family<ResultLabels, Counter>,
     certificates: Arc<ExpiryCollector>,
+    fleet: FleetFamilies,
+}
+
+/// The per-server and per-upstream series of upstream fleets.
+struct FleetFamilies {
+    server_up: Family<UpstreamLabels, Gauge>,
+    server_tunnels: Family<UpstreamLabels, Gauge>,
+    queue_length: Family<UpstreamOnlyLabels, Gauge>,
+    queue_timeouts: Family<UpstreamOnlyLabels, Counter>,
+    rebalanced: Family<UpstreamOnlyLabels, Counter>,
+}
+
+impl FleetFamilies {
+    fn register(registry: &mut Registry) -> FleetFamilies {
+        let fleet = FleetFamilies {
+            server_up: Family::default(),
+            server_tunnels: Family::default(),
+            queue_length: Family::default(),
+            queue_timeouts: Family::default(),
+            rebalanced: Family::default(),
+        };
+        registry.register(
+            "upstream_server_up",
+            "Whether an upstream server takes new work (1) or is down (0): health checks, or refused connections",
+            fleet.server_up.clone(),
+        );
+        registry.register(
+            "upstream_tunnels_open",
+            "Open WebSocket tunnels, by upstream server",
+            fleet.server_tunnels.clone(),
+        );
+        registry.register(
+            "upstream_queue_length",
+            "WebSocket handshakes waiting for their turn (max_handshakes), by upstream",
+            fleet.queue_length.clone(),
+        );
+        registry.register(
+            "upstream_queue_timeouts",
+            "WebSocket handshakes answered 503 after waiting queue_timeout, by upstream",
+            fleet.queue_timeouts.clone(),
+        );
+        registry.register(
+            "upstream_rebalanced_tunnels",
+            "Tunnels closed with 1001 to even out an upstream's servers (rebalance_rate)",
+            fleet.rebalanced.clone(),
+        );
+        fleet
+    }
+}
+
+/// One upstream server's series.
+#[derive(Clone, Debug)]
+pub struct ServerStats {
+    pub up: Gauge,
+    pub tunnels_open: Gauge,
+    pub connect_failures: Counter,
+}
+
+/// One upstream's series.
+#[derive(Clone, Debug)]
+pub struct UpstreamStats {
+    pub queue_length: Gauge,
+    pub queue_timeouts: Counter,
+    pub rebalanced: Counter,
 }
 
 impl Default for Metrics {
@@ -204,7 +277,37 @@ impl Metrics {
                 kind: kind.to_string(),
             });
         }
-        let acme_renewals = Family::default();
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open in the process, tunnels included (what max_connections caps)",
+            connections_open.clone(),
+        );
+        let max_connections_reached = Counter::default();
+        registry.register(
+            "max_connections_reached",
+            "Times accepting paused because max_connections client connections were open",
+            max_connections_reached.clone(),
+        );
+        let over_ip_cap = Family::default();
+        registry.register(
+            "connections_over_ip_cap",
+            "Connections over max_connections_per_ip, whose requests were answered 429, by listener",
+            over_ip_cap.clone(),
+        );
+        let proxy_header_errors = Family::default();
+        registry.register(
+            "proxy_header_errors",
+            "Connections closed for a missing, invalid or late PROXY protocol header, by listener",
+            proxy_header_errors.clone(),
+        );
+        let fleet = FleetFamilies::register(&mut registry);
+        let acme_renewals: Family<ResultLabels, Counter> = Family::default();
+        for result in ["ok", "error"] {
+            acme_renewals.get_or_create_owned(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
         registry.register(
             "acme_renewals",
             "ACME certificate orders (first issuance and renewals), by result (ok or error)",
@@ -213,6 +316,7 @@ impl Metrics {
         let certificates = Arc::new(ExpiryCollector::default());
         registry.register_collector(Box::new(certificates.clone()));
         Metrics {
+            fleet,
             registry,
             acme_renewals,
             certificates,
@@ -227,6 +331,10 @@ impl Metrics {
             reloads,
             config_generation,
             accept_errors,
+            connections_open,
+            max_connections_reached,
+            over_ip_cap,
+            proxy_header_errors,
         }
     }
 
@@ -277,14 +385,6 @@ impl Metrics {
         })
     }
 
-    /// Make the connect-failure series of an upstream's server exist (at 0).
-    pub fn upstream_server(&self, upstream: &str, server: &str) {
-        self.connect_failures.get_or_create_owned(&UpstreamLabels {
-            upstream: upstream.to_string(),
-            server: server.to_string(),
-        });
-    }
-
     /// Gauge of open client connections on one listener.
     pub fn client_connections(&self, listener: &str) -> Gauge {
         self.client_connections
@@ -300,6 +400,43 @@ impl Metrics {
                 server: server.to_string(),
             })
             .inc();
+    }
+
+    /// Handles for one upstream server's series.
+    pub fn server(&self, upstream: &str, server: &str) -> ServerStats {
+        let labels = UpstreamLabels {
+            upstream: upstream.to_string(),
+            server: server.to_string(),
+        };
+        let stats = ServerStats {
+            up: self.fleet.server_up.get_or_create_owned(&labels),
+            tunnels_open: self.fleet.server_tunnels.get_or_create_owned(&labels),
+            connect_failures: self.connect_failures.get_or_create_owned(&labels),
+        };
+        stats.up.set(1);
+        stats
+    }
+
+    /// Drop the series of a server no configuration names any more.
+    pub fn forget_server(&self, upstream: &str, server: &str) {
+        let labels = UpstreamLabels {
+            upstream: upstream.to_string(),
+            server: server.to_string(),
+        };
+        self.fleet.server_up.remove(&labels);
+        self.fleet.server_tunnels.remove(&labels);
+    }
+
+    /// Handles for one upstream's series.
+    pub fn upstream(&self, upstream: &str) -> UpstreamStats {
+        let labels = UpstreamOnlyLabels {
+            upstream: upstream.to_string(),
+        };
+        UpstreamStats {
+            queue_length: self.fleet.queue_length.get_or_create_owned(&labels),
+            queue_timeouts: self.fleet.queue_timeouts.get_or_create_owned(&labels),
+            rebalanced: self.fleet.rebalanced.get_or_create_owned(&labels),
+        }
     }
 
     pub fn reload(&self, ok: bool, generation: u64) {
@@ -407,6 +544,33 @@ impl prometheus_client::collector::Collector for ExpiryCollector {
             family.metric_type(),
         )?;
         family.encode(metric)
+    }
+}
+
+impl Metrics {
+    /// Gauge of client connections open in the process.
+    pub fn connections_open(&self) -> &Gauge {
+        &self.connections_open
+    }
+
+    pub fn max_connections_reached(&self) {
+        self.max_connections_reached.inc();
+    }
+
+    pub fn over_ip_cap(&self, listener: &str) {
+        self.over_ip_cap
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn proxy_header_error(&self, listener: &str) {
+        self.proxy_header_errors
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .inc();
     }
 }
 

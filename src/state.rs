@@ -11,13 +11,14 @@ use crate::config::{Config, ListenerKey, RouteConfig, RouteTarget, Scheme};
 use crate::metrics::{Metrics, RouteStats};
 use crate::router::Router;
 use crate::static_files::StaticFiles;
-use crate::upstream::Upstream;
+use crate::upstream::resolve::{Resolve, System};
+use crate::upstream::{Fleet, Upstream};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Context;
 use tokio_util::sync::{
     CancellationToken, WaitForCancellationFuture, WaitForCancellationFutureOwned,
@@ -39,6 +40,10 @@ pub struct State {
     pub hard_stop: Signal,
     /// How many worker threads serve traffic.
     pub workers: usize,
+    /// Client connections open in the process, for `max_connections`.
+    pub connections: ConnectionCount,
+    /// Every upstream server, shared by the generations that name it.
+    pub fleet: Arc<Fleet>,
     /// Every listener's certificates, kept across reloads.
     pub certs: Arc<Store>,
 }
@@ -46,10 +51,23 @@ pub struct State {
 impl State {
     /// Must run inside a Tokio runtime (certificate watchers start on it).
     pub fn new(config: Config, metrics: Arc<Metrics>, workers: usize) -> State {
+        State::with_resolver(config, metrics, workers, Arc::new(System))
+    }
+
+    /// Like [`State::new`], with host names in `servers` resolved by
+    /// `resolver`.
+    pub fn with_resolver(
+        config: Config,
+        metrics: Arc<Metrics>,
+        workers: usize,
+        resolver: Arc<dyn Resolve>,
+    ) -> State {
+        let fleet = Fleet::new(metrics.clone(), workers, resolver);
         let certs = Store::new(metrics.clone());
-        let generation = Generation::build(1, config, None, &metrics, workers, &certs);
+        let generation = Generation::build(1, config, None, &metrics, &fleet, &certs);
         metrics.set_generation(1);
         State {
+            fleet,
             generation: ArcSwap::from_pointee(generation),
             metrics,
             tasks: TaskTracker::new(),
@@ -57,6 +75,7 @@ impl State {
             draining: Signal::default(),
             hard_stop: Signal::default(),
             workers,
+            connections: ConnectionCount::default(),
             certs,
         }
     }
@@ -104,29 +123,25 @@ pub enum Target {
 
 impl Generation {
     /// Build the run-time form of `config`. Upstreams whose settings did not
-    /// change since `previous` are carried over with their connection pools.
+    /// change since `previous` are carried over whole; the others are made
+    /// anew over the same [`Fleet`], so every server keeps its tunnel count,
+    /// health and connection pool either way.
     pub fn build(
         number: u64,
         config: Config,
         previous: Option<&Generation>,
         metrics: &Arc<Metrics>,
-        workers: usize,
+        fleet: &Arc<Fleet>,
         certs: &Store,
     ) -> Generation {
         let upstreams: BTreeMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|(name, settings)| {
-                let kept = previous
-                    .and_then(|p| p.upstreams.get(name))
-                    .filter(|old| old.config == *settings)
-                    .cloned();
-                let upstream = kept.unwrap_or_else(|| {
-                    Arc::new(Upstream::new(settings.clone(), metrics.clone(), workers))
-                });
-                for server in &settings.servers {
-                    metrics.upstream_server(name, server.authority.as_str());
-                }
+                let old = previous.and_then(|p| p.upstreams.get(name));
+                let kept = old.filter(|old| old.config == *settings).cloned();
+                let upstream = kept
+                    .unwrap_or_else(|| Upstream::new(settings.clone(), fleet, old.map(|o| &**o)));
                 (name.clone(), upstream)
             })
             .collect();
@@ -165,6 +180,19 @@ impl Generation {
         }
     }
 
+    /// Resolve the host names of upstreams that have no answer yet (at
+    /// start, and for upstreams a reload added), before serving.
+    pub async fn resolve_pending(&self) {
+        for upstream in self.upstreams.values() {
+            upstream.resolve_pending().await;
+        }
+    }
+
+    /// The upstream named `name`, if this configuration has it.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
+    }
+
     /// The TLS settings of the listener `key`; `None` for a plain one.
     pub fn tls(&self, key: ListenerKey) -> Option<Arc<rustls::ServerConfig>> {
         self.tls
@@ -198,6 +226,48 @@ fn tls_settings(config: &Config, certs: &Store) -> Vec<(ListenerKey, Arc<rustls:
             }
         })
         .collect()
+}
+
+/// Client connections open in the whole process (tunnels included), with
+/// the slots accept loops have taken for the connection they are about to
+/// accept: together they never pass `max_connections`.
+#[derive(Default)]
+pub struct ConnectionCount {
+    taken: AtomicUsize,
+    /// Woken whenever a slot is given back.
+    freed: tokio::sync::Notify,
+}
+
+impl ConnectionCount {
+    /// Take a slot if fewer than `cap` are taken (`0`: no cap).
+    pub fn try_take(&self, cap: usize) -> bool {
+        if cap == 0 {
+            self.taken.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Give a slot back.
+    pub fn give_back(&self) {
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
+
+    /// Resolves after the next [`ConnectionCount::give_back`]; create it
+    /// before checking, so a slot freed in between is not missed.
+    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
+    }
+
+    /// Slots taken now.
+    pub fn taken(&self) -> usize {
+        self.taken.load(Ordering::Acquire)
+    }
 }
 
 /// A one-way signal: given once, seen by every connection and tunnel.

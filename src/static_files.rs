@@ -141,7 +141,7 @@ impl StaticFiles {
 }
 
 /// Refuse any path that, decoded, has a `..` segment, a backslash or a NUL.
-fn is_safe(path: &str) -> bool {
+pub fn is_safe(path: &str) -> bool {
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     !decoded.contains(['\\', '\0']) && decoded.split('/').all(|segment| segment != "..")
 }

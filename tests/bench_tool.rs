@@ -505,3 +505,35 @@ async fn setup_errors_are_reported_not_counted() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_mode_opens_everything_at_once_and_counts_failures() {
+    bounded(async {
+        let (addr, server) = echo_server(None).await;
+        let report = run_ok(plan(Mode::Storm, format!("ws://{addr}/"), 100, 200)).await;
+        let storm = report.storm.clone().expect("storm summary");
+        assert_eq!(storm.connected, 200, "{report:#?}");
+        assert_eq!(storm.failed, 0);
+        assert!(
+            storm.all_up_secs.is_some_and(|s| s > 0.0 && s < 10.0),
+            "{storm:?}"
+        );
+        // Every connection was open at once, then all were closed.
+        assert_eq!(Counters::get(&server.peak_open), 200);
+        server.all_closed().await;
+
+        // Against a closed port: every attempt fails, none is up.
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let report = run(plan(Mode::Storm, format!("ws://{closed}/"), 100, 20))
+            .await
+            .expect("a run");
+        let storm = report.storm.expect("storm summary");
+        assert_eq!((storm.connected, storm.failed), (0, 20));
+        assert_eq!(storm.all_up_secs, None);
+        assert_eq!(report.errors.get(ErrorKind::Refused), 20);
+    })
+    .await;
+}

@@ -433,7 +433,9 @@ upstream = "chat"
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         format!(
-            "{}: ok (2 listeners, 2 upstreams, 3 routes)\n",
+            "{}: ok (2 listeners, 2 upstreams, 3 routes)\n  \
+             upstream api: least-tunnels over 2 servers (127.0.0.1:3001, 127.0.0.1:3002)\n  \
+             upstream chat: least-tunnels over 1 server (127.0.0.1:3000)\n",
             file.display()
         )
     );
@@ -472,7 +474,7 @@ servers = ["127.0.0.1:3000"]
 path = "/"
 upstream = "chat"
 "#,
-        &["{file}:3:1: unknown key \"colour\" in [[listener]]; known keys: bind, tls"],
+        &["{file}:3:1: unknown key \"colour\" in [[listener]]; known keys: bind, max_connections_per_ip, proxy_protocol, tls"],
     )
     .await;
 }
@@ -486,9 +488,13 @@ async fn validate_reports_every_unknown_key_and_wrong_type_at_once() {
 wokers = 2
 shutdown_timeout = 30
 
+[servr]
+admin = "x"
+
 [[listener]]
 bind = "127.0.0.1:0"
 tsl = { cert = "a", key = "b" }
+proxy_protocl = true
 
 [upstream.chat]
 servers = ["127.0.0.1:3000"]
@@ -498,15 +504,53 @@ conect_timeout = "1s"
 path = "/"
 upstream = "nope"
 idle_timeout = "10"
+hosts = "x"
 "#,
         &[
-            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: admin, client_header_timeout, log_format, shutdown_delay, shutdown_timeout, watch, workers",
+            "{file}:2:1: unknown key \"wokers\" in [server] (did you mean \"workers\"?); known keys: access_log, admin, client_body_timeout, client_header_timeout, log_format, max_connections, send_timeout, shutdown_delay, shutdown_timeout, watch, workers",
             "{file}:3:20: shutdown_timeout: expected a duration such as \"30s\", found a number (30)",
-            "{file}:7:1: unknown key \"tsl\" in [[listener]] (did you mean \"tls\"?); known keys: bind, tls",
-            "{file}:9:1: upstream \"chat\" is not used by any route",
-            "{file}:11:1: unknown key \"conect_timeout\" in [upstream.chat] (did you mean \"connect_timeout\"?); known keys: connect_timeout, read_timeout, servers",
-            "{file}:15:12: no upstream named \"nope\" (defined: chat)",
-            "{file}:16:16: duration \"10\" needs a unit: write it like \"250ms\", \"30s\", \"5m\" or \"1h\"",
+            "{file}:5:2: unknown key \"servr\" in the route file (did you mean \"server\"?); known keys: listener, route, server, upstream",
+            "{file}:10:1: unknown key \"tsl\" in [[listener]] (did you mean \"tls\"?); known keys: bind, max_connections_per_ip, proxy_protocol, tls",
+            "{file}:11:1: unknown key \"proxy_protocl\" in [[listener]] (did you mean \"proxy_protocol\"?); known keys: bind, max_connections_per_ip, proxy_protocol, tls",
+            "{file}:13:1: upstream \"chat\" is not used by any route",
+            "{file}:15:1: unknown key \"conect_timeout\" in [upstream.chat] (did you mean \"connect_timeout\"?); known keys: balance, connect_timeout, hash_key, health, max_handshakes, queue_timeout, read_timeout, rebalance_rate, resolve_interval, servers, tls",
+            "{file}:19:12: no upstream named \"nope\" (defined: chat)",
+            "{file}:20:16: duration \"10\" needs a unit: write it like \"250ms\", \"30s\", \"5m\" or \"1h\"",
+            "{file}:21:1: unknown key \"hosts\" in [[route]] (did you mean \"host\"?); known keys: allow_origins, compress, host, idle_timeout, path, redirect, request_headers, response_headers, root, scheme, status, upstream",
+        ],
+    )
+    .await;
+}
+
+/// The keys of the hardening: each validated with its position.
+#[tokio::test]
+async fn validate_checks_the_limit_and_log_keys() {
+    assert_invalid(
+        r#"[server]
+max_connections = -1
+access_log = "no/such/folder/access.log"
+client_body_timeout = "0s"
+send_timeout = 5
+
+[[listener]]
+bind = "127.0.0.1:0"
+proxy_protocol = "yes"
+max_connections_per_ip = 2000000
+
+[upstream.chat]
+servers = ["127.0.0.1:3000"]
+
+[[route]]
+path = "/"
+upstream = "chat"
+"#,
+        &[
+            "{file}:2:19: max_connections must be between 0 (no cap) and 1000000",
+            "{file}:3:14: access_log: folder {dir}/no/such/folder does not exist",
+            "{file}:4:23: must be longer than zero",
+            "{file}:5:16: send_timeout: expected a duration such as \"30s\", found a number (5)",
+            "{file}:9:18: proxy_protocol: expected true or false, found a string (\"yes\")",
+            "{file}:10:26: max_connections_per_ip must be between 0 (no cap) and 1000000",
         ],
     )
     .await;
@@ -1223,4 +1267,106 @@ upstream = "web"
             "attempt {attempt}: SIGTERM right after `listening on` ended switchyard: {status}"
         );
     }
+}
+
+// ------------------------------------------------------------ upstream fleets
+
+#[tokio::test]
+async fn validate_describes_each_upstream_fleet() {
+    let dir = TestDir::new();
+    TestCa::create(&dir);
+    let file = dir.route_file(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[upstream.chat]
+servers = ["127.0.0.1:3000", "chat-headless.default.svc:3000"]
+balance = "hash"
+hash_key = "cookie:io"
+health = { path = "/healthz", interval = "5s", timeout = "2s", fall = 3, rise = 2 }
+max_handshakes = 64
+queue_timeout = "10s"
+tls = { ca = "certs/ca.crt", server_name = "chat.internal" }
+resolve_interval = "30s"
+
+[upstream.api]
+servers = ["127.0.0.1:4000"]
+balance = "round-robin"
+rebalance_rate = 20
+
+[[route]]
+path = "/ws/"
+upstream = "chat"
+
+[[route]]
+path = "/"
+upstream = "api"
+"#,
+    );
+    let output = switchyard(&["validate".as_ref(), "-c".as_ref(), file.as_os_str()]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "{file}: ok (1 listener, 2 upstreams, 2 routes)\n  \
+             upstream api: round-robin over 1 server (127.0.0.1:4000); rebalancing 20 tunnels/s\n  \
+             upstream chat: hash on cookie:io over 2 servers (127.0.0.1:3000, \
+             chat-headless.default.svc:3000); health GET /healthz every 5s (down after 3 failed, \
+             up after 2 passed); at most 64 handshakes per server, queued up to 10s; TLS verified \
+             against {ca} for chat.internal; host names resolved every 30s\n",
+            file = file.display(),
+            ca = dir.path().join("certs/ca.crt").display()
+        )
+    );
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn validate_rejects_bad_fleet_keys_with_their_positions() {
+    assert_invalid(
+        r#"[[listener]]
+bind = "127.0.0.1:0"
+
+[upstream.a]
+servers = ["127.0.0.1:3000"]
+balance = "random"
+hash_key = "cookie:x"
+health = { path = "healthz", interval = "1s", timeout = "2s", fall = 0, rise = 2, port = 1 }
+max_handshakes = -1
+queue_timeout = "0s"
+tls = { ca = "missing.crt", server_name = "not a name" }
+resolve_interval = "soon"
+rebalance_rate = 1.5
+
+[upstream.b]
+servers = ["127.0.0.1:3001"]
+balance = "hash"
+rebalance_rate = 5
+
+[[route]]
+path = "/a/"
+upstream = "a"
+
+[[route]]
+path = "/b/"
+upstream = "b"
+"#,
+        &[
+            "{file}:6:11: balance \"random\" is not one of \"least-tunnels\", \"round-robin\", \"hash\"",
+            "{file}:7:12: hash_key applies only to balance = \"hash\", not \"random\"",
+            "{file}:8:19: health path \"healthz\" must be a path such as \"/healthz\"",
+            "{file}:8:57: health timeout (2s) must not be longer than its interval (1s)",
+            "{file}:8:70: health fall must be from 1 to 1000, not 0",
+            "{file}:8:83: unknown key \"port\" in [upstream.a] health; known keys: fall, interval, path, rise, timeout",
+            "{file}:9:18: max_handshakes must be from 0 to 100000, not -1",
+            "{file}:10:17: must be longer than zero",
+            "{file}:11:14: CA file {dir}/missing.crt not found",
+            "{file}:11:43: server_name \"not a name\" is not a host name or IP address",
+            "{file}:12:20: invalid duration \"soon\" (expected number at 0): write it like \"250ms\", \"30s\", \"5m\" or \"1h\"",
+            "{file}:13:18: rebalance_rate: expected a whole number of tunnels per second (0 = never), found a number (1.5)",
+            "{file}:17:11: balance = \"hash\" needs hash_key = \"cookie:NAME\", \"header:NAME\" or \"client-ip\"",
+            "{file}:18:18: rebalance_rate does not work with balance = \"hash\": a moved client hashes to the same server again",
+        ],
+    )
+    .await;
 }

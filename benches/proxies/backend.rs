@@ -9,6 +9,12 @@
 //!   never compressed: the compression workloads have the proxies do that;
 //! - any other request gets a fixed 13-byte body over keep-alive.
 //!
+//! With `--handshake-rate N` it answers at most N WebSocket handshakes per
+//! second, as a backend busy setting up each session does: handshakes wait
+//! for their slot, and one whose slot is more than [`SHED_AFTER`] away is
+//! refused with a `503` at once (the backend sheds what it cannot queue).
+//! That is the storm workload's backend.
+//!
 //! Requests are parsed by hand (GET without a body only), which keeps the
 //! backend's CPU per request well below a proxy's: the `direct` rows show
 //! its ceiling.
@@ -68,6 +74,41 @@ fn json_response() -> &'static [u8] {
         response
     })
 }
+
+/// A handshake that would wait longer than this for its slot is refused.
+pub const SHED_AFTER: Duration = Duration::from_secs(1);
+
+/// Slots for handshakes, `interval` apart (the storm backend only).
+struct Pacer {
+    start: std::time::Instant,
+    interval_ns: u64,
+    next_ns: AtomicU64,
+}
+
+static PACER: std::sync::OnceLock<Pacer> = std::sync::OnceLock::new();
+
+impl Pacer {
+    /// How long this handshake waits for its slot; `None`: refuse it.
+    fn claim(&self) -> Option<Duration> {
+        let now = self.start.elapsed().as_nanos() as u64;
+        let mut next = self.next_ns.load(Ordering::Relaxed);
+        loop {
+            let slot = next.max(now);
+            if slot - now > SHED_AFTER.as_nanos() as u64 {
+                return None;
+            }
+            match self.next_ns.compare_exchange_weak(
+                next,
+                slot + self.interval_ns,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Duration::from_nanos(slot - now)),
+                Err(actual) => next = actual,
+            }
+        }
+    }
+}
 const MAX_HEAD: usize = 16 << 10;
 
 #[derive(Default)]
@@ -87,7 +128,14 @@ impl Drop for OpenGuard {
 }
 
 /// Entry point of `--backend ADDR`.
-pub fn main(addr: &str) -> ExitCode {
+pub fn main(addr: &str, handshake_rate: Option<f64>) -> ExitCode {
+    if let Some(rate) = handshake_rate.filter(|r| *r > 0.0) {
+        let _ = PACER.set(Pacer {
+            start: std::time::Instant::now(),
+            interval_ns: (1e9 / rate) as u64,
+            next_ns: AtomicU64::new(0),
+        });
+    }
     let addr: SocketAddr = match addr.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -202,6 +250,17 @@ async fn connection(mut stream: TcpStream, counters: Arc<Counters>) {
             if let (true, Some(key)) = (head.upgrade, &head.key) {
                 if !out.is_empty() && stream.write_all(&out).await.is_err() {
                     return;
+                }
+                if let Some(pacer) = PACER.get() {
+                    match pacer.claim() {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
                 }
                 let response = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\

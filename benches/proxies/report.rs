@@ -203,12 +203,33 @@ impl Results<'_> {
         out
     }
 
+    /// What an access log file costs each proxy: CPU per request with it
+    /// over CPU per request without, both from this run. The bar for
+    /// Switchyard is 1.1×.
+    pub fn access_log_cost(&self) -> Vec<(TargetKind, f64)> {
+        [TargetKind::Switchyard, TargetKind::Nginx]
+            .into_iter()
+            .filter_map(|t| {
+                let with = self.get(Workload::HttpLog, t)?.proxy_cpu?;
+                let without = self.get(Workload::Http, t)?.proxy_cpu?;
+                (without > 0.0).then(|| (t, with / without))
+            })
+            .collect()
+    }
+
     /// Where Switchyard misses the bar: the better of nginx and HAProxy.
     pub fn verdict(&self) -> Vec<String> {
         let mut misses = Vec::new();
         let sy = TargetKind::Switchyard;
         if !self.targets.contains(&sy) {
             return misses;
+        }
+        for (t, cost) in self.access_log_cost() {
+            if t == sy && cost > 1.1 {
+                misses.push(format!(
+                    "access log to a file: CPU per request {cost:.2}× that without, above the 1.1× bar"
+                ));
+            }
         }
         for &w in self.workloads {
             let Some(s) = self.get(w, sy) else { continue };

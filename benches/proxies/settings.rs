@@ -9,6 +9,9 @@ use std::fmt;
 pub enum Workload {
     /// Small HTTP GETs over keep-alive connections (wrk, else `switchyard bench http`).
     Http,
+    /// The same, with the proxy writing an access log file (Switchyard's
+    /// `access_log = FILE`, nginx's `access_log FILE buffer=64k`).
+    HttpLog,
     /// WebSocket echo: 64 connections, 64-byte messages, one in flight each.
     Echo,
     /// WebSocket bulk: 4 connections streaming 64 KiB messages both ways.
@@ -19,6 +22,12 @@ pub enum Workload {
     HandshakeWss,
     /// 9,500 idle tunnels held: memory per tunnel, echo p99 at 1,000 and 9,500.
     Hold,
+    /// A reconnect storm: 5,000 clients at once against a backend that
+    /// accepts 1,000 handshakes/s, no handshake queue in the proxy.
+    Storm,
+    /// The same storm with the proxy's handshake queue (Switchyard's
+    /// `max_handshakes`, HAProxy's server `maxconn` + queue).
+    StormQueued,
     /// A 20 KiB JSON document, the client accepting no encoding: what a
     /// compressing route costs when it does not compress.
     JsonIdentity,
@@ -28,13 +37,16 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Http,
+        Workload::HttpLog,
         Workload::Echo,
         Workload::Bulk,
         Workload::HandshakeWs,
         Workload::HandshakeWss,
         Workload::Hold,
+        Workload::Storm,
+        Workload::StormQueued,
         Workload::JsonIdentity,
         Workload::JsonGzip,
     ];
@@ -42,11 +54,14 @@ impl Workload {
     pub fn name(self) -> &'static str {
         match self {
             Workload::Http => "http",
+            Workload::HttpLog => "http-log",
             Workload::Echo => "echo",
             Workload::Bulk => "bulk",
             Workload::HandshakeWs => "handshake-ws",
             Workload::HandshakeWss => "handshake-wss",
             Workload::Hold => "hold",
+            Workload::Storm => "storm",
+            Workload::StormQueued => "storm-queued",
             Workload::JsonIdentity => "json-identity",
             Workload::JsonGzip => "json-gzip",
         }
@@ -61,11 +76,14 @@ impl Workload {
     pub fn title(self) -> &'static str {
         match self {
             Workload::Http => "HTTP GET (small body, keep-alive)",
+            Workload::HttpLog => "HTTP GET, access log to a file",
             Workload::Echo => "WS echo 64 conns × 64 B",
             Workload::Bulk => "WS bulk 4 conns × 64 KiB",
             Workload::HandshakeWs => "WS handshakes ws://",
             Workload::HandshakeWss => "WS handshakes wss://",
             Workload::Hold => "9,500 held tunnels",
+            Workload::Storm => "Storm: 5,000 at once, backend 1,000 hs/s",
+            Workload::StormQueued => "Storm, with the proxy's handshake queue",
             Workload::JsonIdentity => "JSON 20 KiB, not compressed",
             Workload::JsonGzip => "JSON 20 KiB, gzip by the proxy",
         }
@@ -74,10 +92,13 @@ impl Workload {
     /// Unit of the throughput column.
     pub fn rate_unit(self) -> &'static str {
         match self {
-            Workload::Http | Workload::JsonIdentity | Workload::JsonGzip => "req/s",
+            Workload::Http | Workload::HttpLog | Workload::JsonIdentity | Workload::JsonGzip => {
+                "req/s"
+            }
             Workload::Echo => "msg/s",
             Workload::Bulk => "MB/s",
             Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
+            Workload::Storm | Workload::StormQueued => "conn/s",
             Workload::Hold => "",
         }
     }
@@ -85,10 +106,13 @@ impl Workload {
     /// Unit of the CPU-per-operation column.
     pub fn cpu_unit(self) -> &'static str {
         match self {
-            Workload::Http | Workload::JsonIdentity | Workload::JsonGzip => "µs/req",
+            Workload::Http | Workload::HttpLog | Workload::JsonIdentity | Workload::JsonGzip => {
+                "µs/req"
+            }
             Workload::Echo => "µs/msg",
             Workload::Bulk => "ms/MB",
             Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
+            Workload::Storm | Workload::StormQueued => "µs/conn",
             Workload::Hold => "",
         }
     }
@@ -96,19 +120,23 @@ impl Workload {
     fn parse(word: &str) -> Result<Vec<Workload>, String> {
         Ok(match word {
             "http" => vec![Workload::Http],
+            "http-log" => vec![Workload::HttpLog],
             "echo" => vec![Workload::Echo],
             "bulk" => vec![Workload::Bulk],
             "handshake" => vec![Workload::HandshakeWs, Workload::HandshakeWss],
             "handshake-ws" => vec![Workload::HandshakeWs],
             "handshake-wss" => vec![Workload::HandshakeWss],
             "hold" => vec![Workload::Hold],
+            "storm" => vec![Workload::Storm, Workload::StormQueued],
+            "storm-queued" => vec![Workload::StormQueued],
             "json" => vec![Workload::JsonIdentity, Workload::JsonGzip],
             "json-identity" => vec![Workload::JsonIdentity],
             "json-gzip" => vec![Workload::JsonGzip],
             other => {
                 return Err(format!(
-                    "unknown workload {other:?} (http, echo, bulk, handshake, \
-                     handshake-ws, handshake-wss, hold, json, json-identity, json-gzip)"
+                    "unknown workload {other:?} (http, http-log, echo, bulk, handshake, \
+                     handshake-ws, handshake-wss, hold, storm, storm-queued, json, json-identity, \
+                     json-gzip)"
                 ));
             }
         })
@@ -156,9 +184,16 @@ impl TargetKind {
     /// Whether this target takes part in `workload`.
     pub fn serves(self, workload: Workload) -> bool {
         match self {
-            TargetKind::Direct => workload != Workload::HandshakeWss,
             TargetKind::BareHyper => workload == Workload::Http,
-            _ => true,
+            // nginx has no queue of its own to turn on.
+            TargetKind::Nginx => workload != Workload::StormQueued,
+            TargetKind::Direct => !matches!(
+                workload,
+                Workload::HandshakeWss | Workload::StormQueued | Workload::HttpLog
+            ),
+            // HAProxy logs only to syslog: no file of its own to compare.
+            TargetKind::Haproxy => workload != Workload::HttpLog,
+            TargetKind::Switchyard => true,
         }
     }
 

@@ -45,7 +45,13 @@ pub struct Shared {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub backend: SocketAddr,
+    /// The storm workload's backend (1,000 handshakes/s).
+    pub storm_backend: SocketAddr,
 }
+
+/// Handshakes in flight per server with the proxy's queue on, for the
+/// storm: about the backend's rate × its handshake time, with room.
+pub const STORM_MAX_HANDSHAKES: u32 = 64;
 
 /// Memory of a proxy: the processes that hold connections (Switchyard and
 /// HAProxy: the one process; nginx: the workers, summed) and, for nginx, the
@@ -66,7 +72,12 @@ pub struct Target {
     config: Option<PathBuf>,
     dir: PathBuf,
     backend: SocketAddr,
+    storm_backend: SocketAddr,
     guard: Option<Guard>,
+    /// The shared files, to write the configuration again.
+    shared: Option<(PathBuf, PathBuf)>,
+    /// Whether the running configuration writes an access log file.
+    access_log: bool,
 }
 
 impl Target {
@@ -79,7 +90,10 @@ impl Target {
             config: None,
             dir: shared.dir.clone(),
             backend: shared.backend,
+            storm_backend: shared.storm_backend,
             guard: None,
+            shared: None,
+            access_log: false,
         }
     }
 
@@ -97,11 +111,12 @@ impl Target {
         let file = match kind {
             TargetKind::Switchyard => Some((
                 "switchyard.toml",
-                switchyard_config(shared, ws_port, wss_port),
+                switchyard_config(shared, &dir, ws_port, wss_port, false),
             )),
-            TargetKind::Nginx => {
-                Some(("nginx.conf", nginx_config(shared, &dir, ws_port, wss_port)))
-            }
+            TargetKind::Nginx => Some((
+                "nginx.conf",
+                nginx_config(shared, &dir, ws_port, wss_port, false),
+            )),
             TargetKind::Haproxy => {
                 let pem = dir.join("cert-and-key.pem");
                 let mut both = read(&shared.cert)?;
@@ -133,8 +148,48 @@ impl Target {
             config,
             dir,
             backend: shared.backend,
+            storm_backend: shared.storm_backend,
             guard: None,
+            shared: Some((shared.cert.clone(), shared.key.clone())),
+            access_log: false,
         })
+    }
+
+    /// Run with an access log file (`on`) or none, restarting when that
+    /// changes. Targets without a file of their own ignore it.
+    pub fn set_access_log(&mut self, on: bool) -> Result<(), String> {
+        if on == self.access_log || !matches!(self.kind, TargetKind::Switchyard | TargetKind::Nginx)
+        {
+            return Ok(());
+        }
+        let (Some((cert, key)), Some(config)) = (&self.shared, &self.config) else {
+            return Ok(());
+        };
+        let shared = Shared {
+            dir: self.dir.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+            backend: self.backend,
+            storm_backend: self.storm_backend,
+        };
+        let wss = self.wss_port.unwrap_or(0);
+        let text = match self.kind {
+            TargetKind::Switchyard => switchyard_config(&shared, &self.dir, self.ws_port, wss, on),
+            _ => nginx_config(&shared, &self.dir, self.ws_port, wss, on),
+        };
+        write(config, &text)?;
+        self.access_log = on;
+        self.start()
+    }
+
+    /// Where the storm goes: through the proxy's storm routes (`queued`:
+    /// the one with its handshake queue), or straight to the storm backend.
+    pub fn storm_url(&self, queued: bool) -> String {
+        match self.kind {
+            TargetKind::Direct => format!("ws://{}/", self.storm_backend),
+            _ if queued => format!("ws://127.0.0.1:{}/storm-queued/", self.ws_port),
+            _ => format!("ws://127.0.0.1:{}/storm/", self.ws_port),
+        }
     }
 
     pub fn ws_url(&self) -> String {
@@ -159,11 +214,14 @@ impl Target {
         let mut command = Command::new(program);
         match (self.kind, self.config.as_deref()) {
             (TargetKind::Switchyard, Some(config)) => {
-                command
-                    .arg("run")
-                    .arg("-c")
-                    .arg(config)
-                    .env("RUST_LOG", "info,access=off");
+                command.arg("run").arg("-c").arg(config).env(
+                    "RUST_LOG",
+                    if self.access_log {
+                        "info"
+                    } else {
+                        "info,access=off"
+                    },
+                );
             }
             (TargetKind::Nginx, Some(config)) => {
                 command
@@ -269,11 +327,18 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn switchyard_config(shared: &Shared, ws: u16, wss: u16) -> String {
+fn switchyard_config(shared: &Shared, dir: &Path, ws: u16, wss: u16, log: bool) -> String {
+    let access_log = if log {
+        format!("{:?}", dir.join("access.log").display().to_string())
+    } else {
+        "\"off\"".to_string()
+    };
     format!(
-        r#"# Generated by benches/proxies.rs. Access log off via RUST_LOG=info,access=off;
-# two worker threads, as nginx's two worker processes and HAProxy's nbthread 2.
+        r#"# Generated by benches/proxies.rs. Access log off (also RUST_LOG=info,access=off)
+# except for the http-log workload; two worker threads, as nginx's two worker
+# processes and HAProxy's nbthread 2.
 [server]
+access_log = {access_log}
 workers = 2
 shutdown_timeout = "1s"
 client_header_timeout = "10s"
@@ -295,6 +360,23 @@ path = "/"
 upstream = "backend"
 idle_timeout = "1h"
 
+# The storm workload: its backend takes 1,000 handshakes/s.
+[upstream.storm]
+servers = ["{storm}"]
+
+[upstream.storm_queued]
+servers = ["{storm}"]
+max_handshakes = {STORM_MAX_HANDSHAKES}
+queue_timeout = "30s"
+
+[[route]]
+path = "/storm/"
+upstream = "storm"
+
+[[route]]
+path = "/storm-queued/"
+upstream = "storm_queued"
+
 # The JSON workloads: compression as nginx's gzip on and HAProxy's compression.
 [[route]]
 path = "/json"
@@ -304,11 +386,17 @@ compress = true
         cert = shared.cert.display(),
         key = shared.key.display(),
         backend = shared.backend,
+        storm = shared.storm_backend,
     )
 }
 
-fn nginx_config(shared: &Shared, dir: &Path, ws: u16, wss: u16) -> String {
+fn nginx_config(shared: &Shared, dir: &Path, ws: u16, wss: u16, log: bool) -> String {
     let d = dir.display();
+    let access_log = if log {
+        format!("access_log {d}/access.log combined buffer=64k flush=1s")
+    } else {
+        "access_log off".to_string()
+    };
     let mut text = String::new();
     let _ = write!(
         text,
@@ -324,7 +412,7 @@ events {{
 }}
 
 http {{
-    access_log off;
+    {access_log};
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -336,6 +424,10 @@ http {{
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         ''      '';
+    }}
+
+    upstream storm {{
+        server {storm};
     }}
 
     upstream backend {{
@@ -351,6 +443,16 @@ http {{
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
+
+        location /storm/ {{
+            proxy_pass http://storm;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $http_host;
+            proxy_connect_timeout 5s;
+            proxy_read_timeout 1h;
+        }}
 
         location / {{
             proxy_pass http://backend;
@@ -390,6 +492,7 @@ http {{
         cert = shared.cert.display(),
         key = shared.key.display(),
         backend = shared.backend,
+        storm = shared.storm_backend,
     );
     text
 }
@@ -422,6 +525,8 @@ frontend fe
     http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
     http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    use_backend be_storm_queued if {{ path_beg /storm-queued/ }}
+    use_backend be_storm if {{ path_beg /storm/ }}
     default_backend be
 
 backend be
@@ -430,8 +535,17 @@ backend be
     compression algo gzip
     compression type application/json
     server s1 {backend}
+
+# The storm workload: without and with maxconn + queue on the server line.
+backend be_storm
+    server s1 {storm}
+
+backend be_storm_queued
+    timeout queue 30s
+    server s1 {storm} maxconn {STORM_MAX_HANDSHAKES}
 "#,
         pem = pem.display(),
         backend = shared.backend,
+        storm = shared.storm_backend,
     )
 }

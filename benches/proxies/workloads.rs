@@ -14,6 +14,9 @@ use super::procfs;
 use super::settings::{TargetKind, Workload};
 use super::targets::{Memory, Target};
 
+/// Clients of the storm workload, all at once.
+const STORM_CLIENTS: u64 = 5_000;
+
 /// Memory and latency figures of one hold measurement.
 #[derive(Clone, Debug, Default)]
 pub struct HoldSample {
@@ -178,7 +181,7 @@ impl Runner {
         let secs = self.secs();
         // What CPU time is divided by: operations, or MB sent for bulk.
         let divisor = match workload {
-            Workload::Http => match &self.wrk {
+            Workload::Http | Workload::HttpLog => match &self.wrk {
                 Some(wrk) => {
                     let w = self.wrk(wrk, &target.http_url())?;
                     sample.rate = Some(w.rate);
@@ -280,6 +283,47 @@ impl Runner {
                 self.fill(&mut sample, &r, r.ops_per_sec);
                 r.ops as f64
             }
+            Workload::Storm | Workload::StormQueued => {
+                let url = target.storm_url(workload == Workload::StormQueued);
+                let r = self.tool(
+                    workload.name(),
+                    &args(&[
+                        "storm",
+                        &url,
+                        "-c",
+                        &STORM_CLIENTS.to_string(),
+                        "--timeout",
+                        "30s",
+                        "-d",
+                        "1s",
+                        "--source-addrs",
+                        "8",
+                    ]),
+                )?;
+                let storm = r.storm.clone().unwrap_or_default();
+                // Throughput: connections up per second until the last one.
+                sample.rate = storm
+                    .last_up_secs
+                    .filter(|s| *s > 0.0)
+                    .map(|s| storm.connected as f64 / s);
+                sample.p99_us = r.latency.as_ref().map(|l| l.p99_us);
+                sample.errors = r.errors.total();
+                sample.notes.push(match storm.all_up_secs {
+                    Some(s) => format!("all {} up after {s:.2} s", storm.requested),
+                    None => format!(
+                        "{} of {} up, {} failed: {}",
+                        storm.connected,
+                        storm.requested,
+                        storm.failed,
+                        r.error_samples
+                            .values()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                });
+                storm.connected.max(1) as f64
+            }
             Workload::Hold => return Err("hold is measured by hold::measure".into()),
         };
         // µs per operation; ms per MB for bulk.
@@ -301,7 +345,7 @@ impl Runner {
         );
         // Less one: the query itself.
         let opened = (backend::counts(self.backend)?.connections - conns_before).saturating_sub(1);
-        if workload == Workload::Http || workload.is_json() {
+        if matches!(workload, Workload::Http | Workload::HttpLog) || workload.is_json() {
             sample
                 .notes
                 .push(format!("{opened} connections to the backend"));

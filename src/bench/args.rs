@@ -24,6 +24,8 @@ pub enum Mode {
     Hold,
     /// Small HTTP/1.1 GETs over keep-alive connections.
     Http,
+    /// Open N connections at the same moment; time until all are up.
+    Storm,
 }
 
 impl Mode {
@@ -34,6 +36,7 @@ impl Mode {
             Mode::Bulk => "bulk",
             Mode::Hold => "hold",
             Mode::Http => "http",
+            Mode::Storm => "storm",
         }
     }
 }
@@ -44,6 +47,7 @@ Examples:
   switchyard bench handshake wss://proxy.internal/ws --ca ca.pem -c 20
   switchyard bench hold ws://127.0.0.1:8080/ws -c 20000 --rate 2000 --duration 30s --source-addrs 8
   switchyard bench http http://127.0.0.1:8080/ -c 32 --json
+  switchyard bench storm ws://127.0.0.1:8080/ws -c 5000 --timeout 30s -d 1s --source-addrs 8
 
 Error kinds: refused, tls, handshake-status (with the HTTP status), closed-early,
 timeout, too-many-open-files, mismatch (echo payload differs), other.
@@ -65,7 +69,8 @@ pub struct BenchArgs {
 
     /// How long to run: 10s, 500ms, 2m, "1m 30s" (the route file's units; a
     /// bare number is seconds). For hold: how long to hold the
-    /// connections once they are all open.
+    /// connections once they are all open; for storm: how long to keep them
+    /// once every attempt is over.
     #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
 

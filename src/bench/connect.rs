@@ -46,7 +46,7 @@ pub fn ws_config(mode: Mode, size: usize) -> WebSocketConfig {
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
     match mode {
-        Mode::Handshake | Mode::Hold | Mode::Http => {
+        Mode::Handshake | Mode::Hold | Mode::Http | Mode::Storm => {
             base.read_buffer_size(4 << 10).write_buffer_size(0)
         }
         Mode::Echo => base

@@ -2,7 +2,7 @@
 //! `redis-benchmark` and `h2load`, for any `ws://` or `wss://` URL.
 //!
 //! ```text
-//! switchyard bench MODE URL [options]     # MODE: handshake | echo | bulk | hold | http
+//! switchyard bench MODE URL [options]     # MODE: handshake | echo | bulk | hold | http | storm
 //! ```
 //!
 //! Layout:
@@ -75,6 +75,7 @@ async fn run_with_live(plan: Plan, live: Arc<Live>) -> Result<Report, BenchError
     });
 
     let mut hold = None;
+    let mut storm = None;
     let (stats, mode_notes) = match ctx.plan.mode {
         Mode::Handshake => modes::handshake::run(ctx.clone()).await,
         Mode::Echo => modes::echo::run(ctx.clone()).await,
@@ -83,6 +84,11 @@ async fn run_with_live(plan: Plan, live: Arc<Live>) -> Result<Report, BenchError
         Mode::Hold => {
             let (stats, notes, summary) = modes::hold::run(ctx.clone()).await;
             hold = Some(summary);
+            (stats, notes)
+        }
+        Mode::Storm => {
+            let (stats, notes, summary) = modes::storm::run(ctx.clone()).await;
+            storm = Some(summary);
             (stats, notes)
         }
     };
@@ -101,7 +107,7 @@ async fn run_with_live(plan: Plan, live: Arc<Live>) -> Result<Report, BenchError
         |end| end.saturating_duration_since(start),
     );
     let peak_open = live.peak_open.load(Ordering::Relaxed);
-    Ok(Report::build(
+    let mut report = Report::build(
         &ctx.plan,
         stats,
         measured,
@@ -109,7 +115,9 @@ async fn run_with_live(plan: Plan, live: Arc<Live>) -> Result<Report, BenchError
         hold,
         file_limit.map(|l| l.soft),
         notes,
-    ))
+    );
+    report.storm = storm;
+    Ok(report)
 }
 
 /// Entry point for the CLI: runs, prints progress (stderr, when it is a

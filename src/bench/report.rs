@@ -53,6 +53,9 @@ pub struct Report {
     pub http_status: BTreeMap<u16, u64>,
     /// Hold mode details.
     pub hold: Option<HoldSummary>,
+    /// Storm mode details.
+    #[serde(default)]
+    pub storm: Option<StormSummary>,
     /// The open-file limit in force during the run.
     pub open_file_limit: Option<u64>,
     /// Warnings and explanations for the operator.
@@ -76,6 +79,18 @@ pub struct HoldSummary {
     /// Time spent opening the connections.
     pub open_secs: f64,
     pub hold_secs: f64,
+}
+
+/// Storm mode: N connections opened at the same moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StormSummary {
+    pub requested: u64,
+    pub connected: u64,
+    pub failed: u64,
+    /// Seconds from the start until the last connection was up.
+    pub last_up_secs: Option<f64>,
+    /// The same, when every connection came up.
+    pub all_up_secs: Option<f64>,
 }
 
 impl Report {
@@ -118,6 +133,7 @@ impl Report {
             error_samples: stats.samples,
             http_status: stats.http_status,
             hold,
+            storm: None,
             open_file_limit,
             notes,
         }
@@ -134,6 +150,7 @@ impl Report {
             Mode::Bulk => "messages sent",
             Mode::Hold => "held",
             Mode::Http => "requests",
+            Mode::Storm => "connected",
         };
         let mut row = |label: &str, value: String| {
             let _ = writeln!(out, "  {label:<14}{value}");
@@ -159,7 +176,22 @@ impl Report {
                 ),
             ),
         }
-        if let Some(h) = &self.hold {
+        if let Some(st) = &self.storm {
+            row(
+                "connected",
+                match st.all_up_secs {
+                    Some(secs) => format!("all {} up after {secs:.2}s", st.requested),
+                    None => format!(
+                        "{} of {} (last up after {}), {} failed",
+                        st.connected,
+                        st.requested,
+                        st.last_up_secs
+                            .map_or("—".to_string(), |s| format!("{s:.2}s")),
+                        st.failed
+                    ),
+                },
+            );
+        } else if let Some(h) = &self.hold {
             row(
                 "held",
                 format!(
@@ -181,6 +213,7 @@ impl Report {
             let label = match self.mode {
                 Mode::Hold => "open latency",
                 Mode::Handshake => "handshake",
+                Mode::Storm => "up after",
                 _ => "latency",
             };
             row(

@@ -8,8 +8,11 @@
 //! with no problem at all becomes a [`Config`]: there is no half-valid state.
 
 mod doc;
+pub mod fleet;
 pub mod units;
 mod validate;
+
+pub use fleet::{Balance, HashKey, HealthCheck, UpstreamTls};
 
 use crate::header_rules::HeaderRules;
 use crate::redirect::Template;
@@ -49,6 +52,16 @@ pub struct ServerSettings {
     pub client_header_timeout: Duration,
     /// Worker threads serving traffic (one per core by default).
     pub workers: usize,
+    /// Open client connections the process accepts at most; `0` = no cap.
+    /// Beyond it, new connections wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Where access events go.
+    pub access_log: AccessLog,
+    /// The longest a request body may stall between two reads.
+    pub client_body_timeout: Duration,
+    /// The longest a write to a client may stay blocked (a client that
+    /// does not read).
+    pub send_timeout: Duration,
     /// Reload the route file when it changes on disk (`watch`).
     pub watch: bool,
 }
@@ -62,9 +75,25 @@ impl Default for ServerSettings {
             log_format: LogFormat::Text,
             client_header_timeout: Duration::from_secs(10),
             workers: crate::workers::default_count(),
+            max_connections: 0,
+            access_log: AccessLog::Stderr,
+            client_body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             watch: false,
         }
     }
+}
+
+/// `access_log`: where access events go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    /// With the other log lines, on stderr.
+    #[default]
+    Stderr,
+    /// Nowhere: routine access events are not even formatted.
+    Off,
+    /// A file of its own, appended to, reopened on SIGUSR1.
+    File(PathBuf),
 }
 
 /// How log lines are written.
@@ -82,6 +111,10 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
     /// Where its `bind` is written, for messages about its port.
     pub bind_at: Option<Position>,
+    /// Each connection starts with a PROXY protocol (v1 or v2) header.
+    pub proxy_protocol: bool,
+    /// Open connections one client address may have; `0` = no cap.
+    pub max_connections_per_ip: usize,
 }
 
 impl ListenerConfig {
@@ -153,6 +186,19 @@ pub struct UpstreamConfig {
     pub servers: Vec<ServerAddr>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    pub balance: Balance,
+    /// Active health checks; `None`: passive only.
+    pub health: Option<HealthCheck>,
+    /// Upgrade handshakes in flight per server; 0 = no limit.
+    pub max_handshakes: usize,
+    /// How long a handshake may wait for its turn before a `503`.
+    pub queue_timeout: Duration,
+    /// TLS to the servers; `None`: plain TCP.
+    pub tls: Option<UpstreamTls>,
+    /// How often host names in `servers` are resolved again.
+    pub resolve_interval: Duration,
+    /// Tunnels per second moved off the busiest servers; 0 = never.
+    pub rebalance_rate: u32,
 }
 
 /// One upstream server, `host:port`.
@@ -160,6 +206,28 @@ pub struct UpstreamConfig {
 pub struct ServerAddr {
     /// `host:port` as an URI authority, ready to put in a request.
     pub authority: http::uri::Authority,
+}
+
+impl ServerAddr {
+    /// The host as written, without brackets around an IPv6 address.
+    pub fn host(&self) -> &str {
+        self.authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+    }
+
+    pub fn port(&self) -> u16 {
+        self.authority.port_u16().unwrap_or(80)
+    }
+
+    /// The address, when the host is an IP literal (no DNS needed).
+    pub fn literal(&self) -> Option<SocketAddr> {
+        self.host()
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port()))
+    }
 }
 
 impl fmt::Display for ServerAddr {

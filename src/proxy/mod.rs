@@ -3,21 +3,22 @@
 //! the route's rules (compression, `response_headers`); open and close its
 //! access record.
 
+pub mod checks;
 pub mod headers;
 pub mod redirect;
 pub mod upgrade;
 
 use crate::access::{Record, RequestInfo};
-use crate::body::{self, Progress, RequestBody, ResponseBody};
+use crate::body::{self, RequestBody, ResponseBody};
 use crate::compress::{self, Accepted};
 use crate::config::{ProxyRoute, Scheme};
-use crate::error::{MISSING_HOST, ProxyError};
+use crate::error::ProxyError;
 use crate::state::{ActiveRoute, State, Target};
 use crate::upstream::{Outgoing, Upstream};
 use crate::ws::relay::Handover;
 use headers::ClientSide;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +28,9 @@ use std::time::Instant;
 /// The largest request head (request line and headers) accepted; larger
 /// ones are answered `431`.
 pub const MAX_HEAD: usize = 64 * 1024;
+
+/// `Retry-After` (seconds) of a `429` over `max_connections_per_ip`.
+pub const OVER_CAP_RETRY_AFTER: &str = "1";
 
 /// The client connection a request arrived on.
 pub struct Peer {
@@ -40,6 +44,9 @@ pub struct Peer {
     /// The tunnel this connection becomes once its `101` is written: the
     /// connection's own task runs it when hyper lets go of the connection.
     tunnel: Mutex<Option<Handover>>,
+    /// Set when this connection is over its listener's
+    /// `max_connections_per_ip` (the cap): every request gets `429`.
+    pub over_ip_cap: Option<usize>,
 }
 
 impl Peer {
@@ -49,6 +56,7 @@ impl Peer {
             client: ClientSide::new(addr.ip(), scheme),
             state,
             tunnel: Mutex::new(None),
+            over_ip_cap: None,
         }
     }
 
@@ -71,9 +79,17 @@ pub async fn handle(
     let started = Instant::now();
     let state = &peer.state;
     let generation = state.current();
-    let host = effective_host(&req);
+    let checked = checks::check(&req);
+    let (host, path) = match &checked {
+        Ok(checked) if checked.asterisk => (checked.host.clone(), "/"),
+        Ok(checked) => (checked.host.clone(), req.uri().path()),
+        Err(_) => (req.headers().get(header::HOST).cloned(), ""),
+    };
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-    let route = generation.route(peer.client.scheme, host_str, req.uri().path());
+    let route = match checked {
+        Ok(_) => generation.route(peer.client.scheme, host_str, path),
+        Err(_) => None,
+    };
     let mut request = RequestInfo::new(
         peer.addr,
         req.method().clone(),
@@ -85,7 +101,24 @@ pub async fn handle(
         _ => Accepted::default(),
     };
     let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
-    let mut response = match serve(req, &peer, host.as_ref(), route, accepted, state).await {
+    let served = match (checked, peer.over_ip_cap) {
+        (_, Some(limit)) => Err(ProxyError::OverIpCap { limit }),
+        (Ok(_), None) => {
+            let body_timeout = generation.config.server.client_body_timeout;
+            serve(
+                req,
+                &peer,
+                host.as_ref(),
+                route,
+                accepted,
+                state,
+                body_timeout,
+            )
+            .await
+        }
+        (Err(refused), None) => Err(refused),
+    };
+    let mut response = match served {
         Ok((response, upstream)) => {
             request.upstream = upstream;
             response
@@ -148,17 +181,8 @@ async fn serve(
     route: Option<&ActiveRoute>,
     accepted: Accepted,
     state: &State,
+    body_timeout: std::time::Duration,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
-    let size = head_size(&req);
-    if size > MAX_HEAD {
-        return Err(ProxyError::HeadTooLarge {
-            size,
-            limit: MAX_HEAD,
-        });
-    }
-    if host.is_none() && req.version() == Version::HTTP_11 {
-        return Err(ProxyError::BadRequest(MISSING_HOST));
-    }
     if peer.client.scheme == Scheme::Http
         && let Some(answer) = acme_http01(&req, state)
     {
@@ -186,7 +210,7 @@ async fn serve(
                 ))
                 .await
             } else {
-                forward(req, &peer.client, host, proxy, upstream).await
+                forward(req, &peer.client, host, proxy, upstream, body_timeout).await
             }
         }
     }
@@ -218,15 +242,13 @@ async fn forward(
     host: Option<&HeaderValue>,
     route: &ProxyRoute,
     upstream: &Upstream,
+    body_timeout: std::time::Duration,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
     let (parts, body) = req.into_parts();
     let body = if body.is_end_stream() {
         RequestBody::Empty
     } else {
-        RequestBody::Streaming {
-            body,
-            progress: Progress::new(),
-        }
+        RequestBody::streaming(body, body_timeout)
     };
     let mut request = outgoing(parts, client, host, false, body);
     if !route.request_headers.is_empty() {
@@ -237,7 +259,10 @@ async fn forward(
     let (mut parts, body) = answer.response.into_parts();
     headers::to_client(&mut parts.headers, false);
     Ok((
-        Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
+        Response::from_parts(
+            parts,
+            ResponseBody::upstream_within(body, answer.reuse, upstream.config.read_timeout),
+        ),
         Some(server),
     ))
 }
@@ -277,33 +302,25 @@ fn error_response(error: &ProxyError) -> Response<ResponseBody> {
     if matches!(error, ProxyError::MethodNotAllowed) {
         headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
+    if let Some(seconds) = error.retry_after() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     if matches!(
         error,
-        ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }
+        ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge { .. }
+            | ProxyError::BodyTimeout { .. }
+            | ProxyError::ClientBody(_)
     ) {
         // After a malformed request the connection cannot be trusted.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
-}
-
-/// The host a request is for: the authority of an absolute-form target
-/// (RFC 9112 §3.2.2), else the `Host` header.
-fn effective_host<B>(req: &Request<B>) -> Option<HeaderValue> {
-    match req.uri().authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => req.headers().get(header::HOST).cloned(),
+    if let ProxyError::OverIpCap { .. } = error {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(OVER_CAP_RETRY_AFTER),
+        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-}
-
-/// The size of a request head as it crossed the wire, near enough.
-fn head_size<B>(req: &Request<B>) -> usize {
-    let uri = req.uri();
-    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
-        + uri.authority().map_or(0, |a| a.as_str().len() + 3)
-        + uri.scheme_str().map_or(0, str::len);
-    let line = req.method().as_str().len() + target + 12;
-    req.headers().iter().fold(line, |n, (name, value)| {
-        n + name.as_str().len() + value.len() + 4
-    })
+    response
 }

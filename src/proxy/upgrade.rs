@@ -63,13 +63,13 @@ pub async fn relay(
         route.request_headers.apply(&mut request.headers);
     }
     let answer = upstream.send_upgrade(request).await?;
-    let (response, stream, early, server) = match answer {
+    let (mut head, stream, early, lease) = match answer {
         UpgradeAnswer::Switched {
-            response,
+            head,
             stream,
             early,
-            server,
-        } => (response, stream, early, server.name.clone()),
+            lease,
+        } => (head, stream, early, lease),
         UpgradeAnswer::Refused(answer) => {
             // Not a switch: an ordinary response, and the connection stays HTTP.
             stats.refused(Refusal::Not101);
@@ -77,11 +77,12 @@ pub async fn relay(
             let (mut parts, body) = answer.response.into_parts();
             headers::to_client(&mut parts.headers, false);
             return Ok((
-                Response::from_parts(parts, ResponseBody::upstream(body, Some(answer.reuse))),
+                Response::from_parts(parts, ResponseBody::upstream(body, answer.reuse)),
                 Some(server),
             ));
         }
     };
+    let server = lease.server().name.clone();
     let bad_upgrade = |reason| {
         stats.refused(Refusal::BadAccept);
         Err(ProxyError::BadUpgrade {
@@ -90,10 +91,10 @@ pub async fn relay(
             reason,
         })
     };
-    if !headers::has_token(response.headers(), &header::UPGRADE, "websocket") {
+    if !headers::has_token(&head.headers, &header::UPGRADE, "websocket") {
         return bad_upgrade("its 101 does not say `Upgrade: websocket`");
     }
-    let accept = response.headers().get(header::SEC_WEBSOCKET_ACCEPT);
+    let accept = head.headers.get(header::SEC_WEBSOCKET_ACCEPT);
     if accept.map(HeaderValue::as_bytes) != Some(expected_accept.as_bytes()) {
         return bad_upgrade("its Sec-WebSocket-Accept does not match the client's key");
     }
@@ -104,6 +105,7 @@ pub async fn relay(
         upstream_server: server.clone(),
         peer: peer.addr,
         hard_stop: state.hard_stop.clone(),
+        lease,
     };
     peer.become_tunnel(Handover {
         tunnel,
@@ -112,10 +114,9 @@ pub async fn relay(
         early,
     });
 
-    let (mut parts, _empty_body) = response.into_parts();
-    headers::to_client(&mut parts.headers, true);
+    headers::to_client(&mut head.headers, true);
     Ok((
-        Response::from_parts(parts, ResponseBody::empty()),
+        Response::from_parts(head, ResponseBody::empty()),
         Some(server),
     ))
 }

@@ -9,13 +9,15 @@
 //! by itself once descriptors are free; open connections and tunnels are
 //! unaffected.
 
+pub mod accept;
 mod http1;
 
 use crate::config::ListenerKey;
-use crate::io::ClientStream;
+use crate::io::{ClientStream, PlainOrTls};
 use crate::proxy::Peer;
 use crate::state::State;
 use crate::workers::Workers;
+use accept::{PerIp, Slot};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -65,17 +67,18 @@ impl Listener {
     ) -> io::Result<Self> {
         let local = socket.local_addr()?;
         let stop = CancellationToken::new();
+        let per_ip = Arc::new(PerIp::default());
         for worker in workers.handles() {
             let copy = socket.try_clone()?;
             let tracker = state.tasks.clone();
-            let (state, stop) = (state.clone(), stop.clone());
+            let (state, stop, per_ip) = (state.clone(), stop.clone(), per_ip.clone());
             // Tracked, so a drain ends only once every copy of the socket
             // is closed.
             let accept = tracker.track_future(async move {
                 match TcpListener::from_std(copy) {
                     Ok(socket) => {
                         let span = tracing::info_span!("listener", addr = %local);
-                        accept_loop(socket, key, local, state, stop)
+                        accept_loop(socket, key, local, state, stop, per_ip)
                             .instrument(span)
                             .await;
                     }
@@ -99,9 +102,22 @@ async fn accept_loop(
     local: SocketAddr,
     state: Arc<State>,
     stop: CancellationToken,
+    per_ip: Arc<PerIp>,
 ) {
     let open = state.metrics.client_connections(&local.to_string());
     loop {
+        // A slot first: at max_connections, new connections wait in the
+        // backlog until one closes.
+        let stopped = async {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = state.draining.given() => {}
+            }
+        };
+        let cap = || state.current().config.server.max_connections;
+        let Some(slot) = Slot::take(&state, cap, stopped).await else {
+            break;
+        };
         let accepted = tokio::select! {
             biased;
             () = stop.cancelled() => break,
@@ -114,7 +130,18 @@ async fn accept_loop(
                 // would cost a tenth of a WebSocket handshake. Access events
                 // carry the peer themselves.
                 let span = tracing::debug_span!(parent: None, "conn", %peer, listener = %local);
-                let connection = serve(stream, peer, key, state.clone(), open.clone());
+                let connection = serve(
+                    stream,
+                    peer,
+                    Accepted {
+                        key,
+                        local,
+                        slot: slot.accepted(),
+                        per_ip: per_ip.clone(),
+                    },
+                    state.clone(),
+                    open.clone(),
+                );
                 state.tasks.spawn(connection.instrument(span));
             }
             Err(e) if is_out_of_files(&e) => {
@@ -146,12 +173,7 @@ async fn accept_loop(
 /// every listener and worker of the process.
 fn out_of_files_warning_due() -> bool {
     static LAST: Mutex<Option<Instant>> = Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-    let due = last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-    if due {
-        *last = Some(Instant::now());
-    }
-    due
+    accept::warning_due(&LAST)
 }
 
 fn is_out_of_files(error: &io::Error) -> bool {
@@ -172,14 +194,29 @@ pub fn open_files_limit() -> Option<libc::rlimit> {
     ok.then_some(limit)
 }
 
+/// What the accept loop hands a new connection besides its socket.
+struct Accepted {
+    key: ListenerKey,
+    local: SocketAddr,
+    /// Its place under `max_connections`, held until it closes.
+    slot: Slot,
+    per_ip: Arc<PerIp>,
+}
+
 /// Serve one client connection until it closes, upgrades or is drained.
 async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
-    key: ListenerKey,
+    accepted: Accepted,
     state: Arc<State>,
     open: prometheus_client::metrics::gauge::Gauge,
 ) {
+    let Accepted {
+        key,
+        local,
+        slot: _slot,
+        per_ip,
+    } = accepted;
     let generation = state.current();
     let Some(listener) = generation.config.listener(key) else {
         // The listener was removed by a reload an instant ago.
@@ -187,15 +224,40 @@ async fn serve(
     };
     let scheme = listener.scheme();
     let tls = generation.tls(key);
+    let (proxy_protocol, ip_cap) = (listener.proxy_protocol, listener.max_connections_per_ip);
     let header_timeout = generation.config.server.client_header_timeout;
+    let send_timeout = generation.config.server.send_timeout;
     drop(generation);
 
     let _ = stream.set_nodelay(true);
+    let peer = if proxy_protocol {
+        match accept::read_proxy_header(&mut stream, header_timeout).await {
+            Ok(source) => source.unwrap_or(peer),
+            Err(why) => {
+                state.metrics.proxy_header_error(&local.to_string());
+                tracing::debug!(%peer, "closed: {why}");
+                return;
+            }
+        }
+    } else {
+        peer
+    };
+    let counted = (ip_cap > 0).then(|| per_ip.count(peer.ip(), ip_cap));
+    let over_cap = counted.as_ref().is_some_and(|c| c.over);
+    if over_cap {
+        state.metrics.over_ip_cap(&local.to_string());
+        accept::over_ip_cap(peer.ip(), ip_cap, local);
+    }
     let Some(io) = secure(stream, tls, header_timeout).await else {
         return;
     };
+    let io = ClientStream::new(io, send_timeout);
     open.inc();
-    let peer = Arc::new(Peer::new(peer, scheme, state));
+    let mut client = Peer::new(peer, scheme, state);
+    if over_cap {
+        client.over_ip_cap = Some(ip_cap);
+    }
+    let peer = Arc::new(client);
     http1::serve(io, peer.clone(), header_timeout).await;
     open.dec();
     // An upgraded connection carries on as a tunnel, in this same task.
@@ -211,7 +273,7 @@ async fn secure(
     stream: TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
     header_timeout: Duration,
-) -> Option<ClientStream> {
+) -> Option<PlainOrTls> {
     let Some(config) = tls else {
         return Some(Either::Left(stream));
     };

@@ -1,14 +1,13 @@
 //! Keep-alive connections to one upstream server.
 //!
 //! A pool is a stack of idle HTTP/1.1 connections (the most recently used
-//! first, so the fewest stay warm). A request takes one, or opens a new one;
-//! when its response body has been read to the end the connection goes back
-//! ([`Reuse`]); a response abandoned half-way takes its connection with it.
-//! Each pooled connection's I/O runs in its own task ([`spawn`]). A
-//! WebSocket upgrade instead takes a [`Fresh`] connection and drives it
-//! itself, so a `101` hands the raw socket straight to the tunnel. Idle
-//! connections are dropped after [`IDLE_TIMEOUT`]; at most [`MAX_IDLE`] are
-//! kept per worker.
+//! first, so the fewest stay warm). A request takes one, or opens a new one
+//! ([`handshake`]); when its response body has been read to the end the
+//! connection goes back ([`Reuse`]); a response abandoned half-way takes
+//! its connection with it. Each pooled connection's I/O runs in its own task
+//! ([`spawn`]). Idle connections are dropped after [`IDLE_TIMEOUT`]; at most
+//! [`MAX_IDLE`] are kept per worker. WebSocket upgrades never come here:
+//! each opens a connection of its own (see `handshake`).
 //!
 //! This is what hyper-util's legacy client does, cut to what a reverse proxy
 //! needs: one pool per server (no hashing of URIs per request), connecting
@@ -17,14 +16,12 @@
 //! unsent when a pooled connection turns out to be closed.
 
 use crate::body::RequestBody;
-use crate::config::ServerAddr;
+use crate::io::UpstreamStream;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// How long an idle connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,12 +33,6 @@ pub type Sender = SendRequest<RequestBody>;
 
 /// The idle connections to one server.
 pub struct ServerPool {
-    pub addr: ServerAddr,
-    /// `addr` as text, for access events and tunnels (made once, shared).
-    pub name: Arc<str>,
-    /// The address to dial when the server is an IP literal.
-    literal: Option<SocketAddr>,
-    connect_timeout: Duration,
     /// Idle connections, one stack per worker thread: a connection's I/O
     /// task runs on the worker that opened it, so only that worker uses it.
     idle: Vec<OwnLine<Mutex<Vec<Idle>>>>,
@@ -64,26 +55,15 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("{0}")]
     Io(#[from] io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
     #[error("HTTP/1.1 handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
 }
 
 impl ServerPool {
-    pub fn new(addr: ServerAddr, connect_timeout: Duration, workers: usize) -> ServerPool {
-        let literal = addr
-            .authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .ok()
-            .zip(addr.authority.port_u16())
-            .map(|(ip, port)| SocketAddr::new(ip, port));
+    pub fn new(workers: usize) -> ServerPool {
         ServerPool {
-            name: addr.to_string().into(),
-            addr,
-            literal,
-            connect_timeout,
             idle: (0..workers.max(1))
                 .map(|_| OwnLine(Mutex::new(Vec::new())))
                 .collect(),
@@ -120,54 +100,23 @@ impl ServerPool {
     fn local(&self) -> &Mutex<Vec<Idle>> {
         &self.idle[crate::workers::current() % self.idle.len()].0
     }
+}
 
-    /// Open a new connection and start its I/O task.
-    pub async fn connect(&self) -> Result<Sender, ConnectError> {
-        let Fresh { sender, connection } = self.open().await?;
-        spawn(connection);
-        Ok(sender)
-    }
-
-    /// Open a new connection whose I/O the caller drives (see [`Fresh`]).
-    pub async fn open(&self) -> Result<Fresh, ConnectError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.dial())
-            .await
-            .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
-        let _ = stream.set_nodelay(true);
-        // Small heads and bodies: one flat buffer and one write beat a
-        // vectored write of several pieces.
-        let (sender, connection) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        Ok(Fresh { sender, connection })
-    }
-
-    async fn dial(&self) -> io::Result<TcpStream> {
-        if let Some(addr) = self.literal {
-            return TcpStream::connect(addr).await;
-        }
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
-        for addr in tokio::net::lookup_host(self.addr.authority.as_str()).await? {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
+/// Make an HTTP/1.1 client of a connected stream and start its I/O task.
+pub async fn handshake(stream: UpstreamStream) -> Result<Sender, ConnectError> {
+    // Small heads and bodies: one flat buffer and one write beat a
+    // vectored write of several pieces.
+    let (sender, connection) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    spawn(connection);
+    Ok(sender)
 }
 
 /// The I/O half of an upstream connection.
-pub type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
-
-/// A new connection not yet given a task: a WebSocket handshake drives it
-/// itself, then takes the socket back when the upstream switches protocols.
-pub struct Fresh {
-    pub sender: Sender,
-    pub connection: Connection,
-}
+pub type Connection = http1::Connection<TokioIo<UpstreamStream>, RequestBody>;
 
 /// Run a connection's I/O in a task of its own until it closes.
 pub fn spawn(connection: Connection) {

@@ -15,10 +15,13 @@
 //! tunnel's own, until it drains. Thousands of quiet chat connections
 //! therefore cost two sockets and one small task each.
 
-use crate::io::{ClientStream, End};
+use crate::io::{ClientStream, End, UpstreamStream};
 use crate::metrics::RouteStats;
 use crate::state::{Signal, StopSignal};
 use crate::timer::Timeout;
+use crate::upstream::TunnelLease;
+use crate::ws::close;
+use crate::ws::frame::Boundaries;
 use bytes::{Buf, Bytes};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -31,7 +34,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::TcpStream;
 use tracing::Instrument;
 
 /// Bytes read per call, into the worker's scratch buffer.
@@ -60,6 +62,8 @@ pub struct Tunnel {
     /// The client's address, for the close event.
     pub peer: std::net::SocketAddr,
     pub hard_stop: Signal,
+    /// The tunnel's count on its upstream server, given back at its end.
+    pub lease: TunnelLease,
 }
 
 /// Who ended a tunnel.
@@ -71,6 +75,8 @@ pub enum Closed {
     UpstreamError(io::Error),
     IdleTimeout,
     Shutdown,
+    /// Sent Close 1001 both ways to even out the upstream's servers.
+    Rebalanced,
 }
 
 impl Closed {
@@ -82,6 +88,7 @@ impl Closed {
             Closed::UpstreamError(_) => "upstream-error",
             Closed::IdleTimeout => "idle-timeout",
             Closed::Shutdown => "shutdown",
+            Closed::Rebalanced => "rebalance",
         }
     }
 }
@@ -93,7 +100,7 @@ pub struct Handover {
     /// The client's half, from `hyper::upgrade::on`.
     pub client: OnUpgrade,
     /// The upstream's raw connection.
-    pub upstream: TcpStream,
+    pub upstream: UpstreamStream,
     /// What the upstream sent right behind its `101`.
     pub early: Bytes,
 }
@@ -137,13 +144,21 @@ impl Handover {
 }
 
 impl Tunnel {
-    async fn relay<A, B>(self, mut splice: Splice<A, B>)
+    async fn relay<A, B>(mut self, mut splice: Splice<A, B>)
     where
         A: End,
         B: End,
     {
         let started = Instant::now();
         self.stats.tunnel_opened();
+        let goodbye = self.lease.opened();
+        if goodbye.is_some() {
+            // Rebalancing may ask it to leave: follow the frames, so the
+            // goodbye goes in between them.
+            splice.up.frames = Some(Boundaries::default());
+            splice.down.frames = Some(Boundaries::default());
+        }
+        let mut leaving: Option<Timeout> = None;
         splice.stats = Some(self.stats.clone());
         // One timer for both the idle timeout and the keep-alive probes.
         let mut probes = Probes::From(started + PROBES_AFTER);
@@ -156,6 +171,21 @@ impl Tunnel {
             }
             if hard_stop.poll_stopped(cx) {
                 return Poll::Ready(Closed::Shutdown);
+            }
+            if let Some(goodbye) = &goodbye
+                && leaving.is_none()
+                && goodbye.poll_fired(cx)
+            {
+                splice.up.goodbye = Goodbye::Wanted(close_to_upstream());
+                splice.down.goodbye = Goodbye::Wanted(close_to_client());
+                leaving = Some(Timeout::after(GOODBYE_GRACE));
+                // Go round again: the frames may go out right away.
+                cx.waker().wake_by_ref();
+            }
+            if let Some(grace) = &mut leaving
+                && Pin::new(grace).poll(cx).is_ready()
+            {
+                return Poll::Ready(Closed::Rebalanced);
             }
             while Pin::new(&mut timer).poll(cx).is_ready() {
                 let now = Instant::now();
@@ -177,6 +207,11 @@ impl Tunnel {
             Poll::Pending
         })
         .await;
+        // A tunnel that said goodbye ends by the goodbye, whoever hung up.
+        let closed = match closed {
+            Closed::Client | Closed::Upstream if leaving.is_some() => Closed::Rebalanced,
+            other => other,
+        };
         let duration = started.elapsed();
         self.stats.tunnel_closed(duration);
         let error = match &closed {
@@ -220,6 +255,31 @@ pub struct Splice<A, B> {
     stats: Option<Arc<RouteStats>>,
 }
 
+/// How long a tunnel that said goodbye waits for its client to answer.
+const GOODBYE_GRACE: Duration = Duration::from_secs(2);
+/// What the proxy's Close frames say.
+const GOODBYE_REASON: &str = "rebalancing";
+
+fn close_to_client() -> Bytes {
+    Bytes::from(close::frame(close::GOING_AWAY, GOODBYE_REASON, None))
+}
+
+fn close_to_upstream() -> Bytes {
+    let mask = fastrand::u32(..).to_be_bytes();
+    Bytes::from(close::frame(close::GOING_AWAY, GOODBYE_REASON, Some(mask)))
+}
+
+/// A direction's part in a goodbye.
+#[derive(Default)]
+enum Goodbye {
+    #[default]
+    None,
+    /// This Close frame goes out at the next frame boundary.
+    Wanted(Bytes),
+    /// It went out (or is in `pending`): nothing more is relayed.
+    Sent,
+}
+
 /// One direction of a tunnel.
 #[derive(Default)]
 struct Flow {
@@ -231,6 +291,9 @@ struct Flow {
     unflushed: bool,
     /// Total bytes read from this direction's reader.
     bytes: u64,
+    /// Frame boundaries, followed when the tunnel may have to say goodbye.
+    frames: Option<Boundaries>,
+    goodbye: Goodbye,
 }
 
 enum FlowError {
@@ -365,6 +428,13 @@ where
                 Poll::Pending => return Poll::Pending,
             }
         }
+        if let Goodbye::Wanted(frame) = &flow.goodbye
+            && flow.frames.as_ref().is_none_or(Boundaries::at_boundary)
+        {
+            flow.pending = frame.clone();
+            flow.goodbye = Goodbye::Sent;
+            continue;
+        }
         if flow.eof {
             ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(FlowError::Write)?;
             if to.shutdown_before_close() {
@@ -391,6 +461,26 @@ where
         if data.is_empty() {
             flow.eof = true;
             continue;
+        }
+        if matches!(flow.goodbye, Goodbye::Sent) {
+            // After the goodbye nothing is relayed: an answer from the
+            // client (its Close) ends the tunnel.
+            flow.eof = true;
+            continue;
+        }
+        if let Some(frames) = &mut flow.frames {
+            let boundary = frames.advance(data, 0);
+            if let (Goodbye::Wanted(frame), Some(at)) = (&flow.goodbye, boundary) {
+                // The rest of the current frame, then the goodbye.
+                let mut out = Vec::with_capacity(at + frame.len());
+                out.extend_from_slice(&data[..at]);
+                out.extend_from_slice(frame);
+                flow.bytes += at as u64;
+                count(at as u64);
+                flow.pending = Bytes::from(out);
+                flow.goodbye = Goodbye::Sent;
+                continue;
+            }
         }
         flow.bytes += data.len() as u64;
         count(data.len() as u64);

@@ -41,6 +41,13 @@ redirect = "https://{{host}}{{uri}}"
             "{result}"
         );
     }
+    for result in ["ok", "error"] {
+        assert_eq!(
+            at("switchyard_acme_renewals_total", &[("result", result)]),
+            Some(0.0),
+            "{result}"
+        );
+    }
     for kind in ["out-of-files", "other"] {
         assert_eq!(
             at("switchyard_accept_errors_total", &[("kind", kind)]),

@@ -1,4 +1,4 @@
-//! The five benchmark modes and what they share: the run context
+//! The six benchmark modes and what they share: the run context
 //! ([`Ctx`]), the connection-rate pacer, spawning workers and collecting
 //! their stats with a hard stop, and clean WebSocket closing.
 
@@ -7,6 +7,7 @@ pub mod echo;
 pub mod handshake;
 pub mod hold;
 pub mod http;
+pub mod storm;
 
 use std::future::Future;
 use std::sync::Arc;

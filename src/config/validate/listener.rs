@@ -22,6 +22,14 @@ impl Checker<'_> {
         for table in tables {
             let bind = table.string("bind", "an address such as \"0.0.0.0:8080\"");
             let tls = table.one_or_more_tables("tls");
+            let proxy_protocol = table
+                .boolean("proxy_protocol")
+                .is_some_and(|b| *b.get_ref());
+            let max_connections_per_ip = self.count(
+                table,
+                "max_connections_per_ip",
+                "connections per client address",
+            );
             table.misplaced(
                 "acme",
                 "acme belongs inside tls, which it makes a TLS listener: \
@@ -73,6 +81,8 @@ impl Checker<'_> {
                 bind: addr,
                 tls,
                 bind_at: Some(self.position(bind.span().start)),
+                proxy_protocol,
+                max_connections_per_ip,
             });
         }
         let has_plain = tables.iter().any(|t| !t.has("tls"));

@@ -160,6 +160,18 @@ impl Checker<'_> {
         }
     }
 
+    /// A count that may be zero (`0` = no cap), up to a million.
+    fn count(&self, table: &Table, key: &str, what: &str) -> usize {
+        match table.integer(key, &format!("a whole number of {what} (0 = no cap)")) {
+            None => 0,
+            Some(n) if (0..=1_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.error_at(&n, format!("{key} must be between 0 (no cap) and 1000000"));
+                0
+            }
+        }
+    }
+
     /// A path written in the file, relative to the file's folder.
     fn path(&self, value: &str) -> PathBuf {
         self.base.join(value)

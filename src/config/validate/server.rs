@@ -2,7 +2,7 @@
 
 use super::Checker;
 use crate::config::doc::Table;
-use crate::config::{LogFormat, ServerSettings};
+use crate::config::{AccessLog, LogFormat, ServerSettings};
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -58,6 +58,42 @@ impl Checker<'_> {
                 base.workers
             }
         };
+        let max_connections = self.count(table, "max_connections", "open client connections");
+        let access_log = match table
+            .string("access_log", "\"stderr\", \"off\" or the path of a file")
+        {
+            None => AccessLog::Stderr,
+            Some(value) => match value.get_ref().as_str() {
+                "stderr" => AccessLog::Stderr,
+                "off" => AccessLog::Off,
+                "" => {
+                    self.error_at(
+                        &value,
+                        "access_log is empty: write \"stderr\", \"off\" or a file path",
+                    );
+                    AccessLog::Stderr
+                }
+                path => {
+                    let path = self.path(path);
+                    match path.parent() {
+                        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                            self.error_at(
+                                &value,
+                                format!("access_log: folder {} does not exist", dir.display()),
+                            );
+                        }
+                        _ if path.is_dir() => {
+                            self.error_at(
+                                &value,
+                                format!("access_log: {} is a folder, not a file", path.display()),
+                            );
+                        }
+                        _ => {}
+                    }
+                    AccessLog::File(path)
+                }
+            },
+        };
         let watch = table.boolean("watch").map_or(base.watch, |w| *w.get_ref());
         let settings = ServerSettings {
             admin: admin.as_ref().map(|(addr, _)| *addr),
@@ -70,6 +106,14 @@ impl Checker<'_> {
                 base.client_header_timeout,
             ),
             workers,
+            max_connections,
+            access_log,
+            client_body_timeout: self.positive_duration(
+                table,
+                "client_body_timeout",
+                base.client_body_timeout,
+            ),
+            send_timeout: self.positive_duration(table, "send_timeout", base.send_timeout),
             watch,
         };
         CheckedServer { settings, admin }
