@@ -129,6 +129,11 @@ pub fn to_file() -> bool {
     matches!(**DESTINATION.load(), Destination::File(_))
 }
 
+/// Whether access events go nowhere (`access_log = "off"`).
+fn is_off() -> bool {
+    matches!(**DESTINATION.load(), Destination::Off)
+}
+
 /// Whether access events go to stderr with the other lines.
 pub fn to_stderr() -> bool {
     matches!(**DESTINATION.load(), Destination::Stderr)
@@ -143,8 +148,10 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
         metadata: &'static Metadata<'static>,
     ) -> tracing::subscriber::Interest {
         // Cached per callsite until `configure` rebuilds the cache: an
-        // access event this layer does not want costs nothing to skip.
-        if metadata.target() != TARGET || to_file() {
+        // access event nobody wants (`access_log = "off"`) costs nothing to
+        // skip. This layer's interest is the whole subscriber's: for
+        // `"stderr"` it must not veto the event the stderr layer writes.
+        if metadata.target() != TARGET || !is_off() {
             tracing::subscriber::Interest::always()
         } else {
             tracing::subscriber::Interest::never()
@@ -152,7 +159,7 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
-        metadata.target() != TARGET || to_file()
+        metadata.target() != TARGET || !is_off()
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {

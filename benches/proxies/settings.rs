@@ -28,10 +28,16 @@ pub enum Workload {
     /// The same storm with the proxy's handshake queue (Switchyard's
     /// `max_handshakes`, HAProxy's server `maxconn` + queue).
     StormQueued,
+    /// A 20 KiB JSON document, the client accepting no encoding: what a
+    /// compressing route costs when it does not compress.
+    JsonIdentity,
+    /// The same document with `Accept-Encoding: gzip`: the proxies compress
+    /// (Switchyard `compress = true`, nginx `gzip on`, HAProxy `compression`).
+    JsonGzip,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Http,
         Workload::HttpLog,
         Workload::Echo,
@@ -41,6 +47,8 @@ impl Workload {
         Workload::Hold,
         Workload::Storm,
         Workload::StormQueued,
+        Workload::JsonIdentity,
+        Workload::JsonGzip,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,7 +62,14 @@ impl Workload {
             Workload::Hold => "hold",
             Workload::Storm => "storm",
             Workload::StormQueued => "storm-queued",
+            Workload::JsonIdentity => "json-identity",
+            Workload::JsonGzip => "json-gzip",
         }
+    }
+
+    /// Whether this is one of the 20 KiB JSON workloads (path `/json`).
+    pub fn is_json(self) -> bool {
+        matches!(self, Workload::JsonIdentity | Workload::JsonGzip)
     }
 
     /// The row label in the results table.
@@ -69,13 +84,17 @@ impl Workload {
             Workload::Hold => "9,500 held tunnels",
             Workload::Storm => "Storm: 5,000 at once, backend 1,000 hs/s",
             Workload::StormQueued => "Storm, with the proxy's handshake queue",
+            Workload::JsonIdentity => "JSON 20 KiB, not compressed",
+            Workload::JsonGzip => "JSON 20 KiB, gzip by the proxy",
         }
     }
 
     /// Unit of the throughput column.
     pub fn rate_unit(self) -> &'static str {
         match self {
-            Workload::Http | Workload::HttpLog => "req/s",
+            Workload::Http | Workload::HttpLog | Workload::JsonIdentity | Workload::JsonGzip => {
+                "req/s"
+            }
             Workload::Echo => "msg/s",
             Workload::Bulk => "MB/s",
             Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
@@ -87,7 +106,9 @@ impl Workload {
     /// Unit of the CPU-per-operation column.
     pub fn cpu_unit(self) -> &'static str {
         match self {
-            Workload::Http | Workload::HttpLog => "µs/req",
+            Workload::Http | Workload::HttpLog | Workload::JsonIdentity | Workload::JsonGzip => {
+                "µs/req"
+            }
             Workload::Echo => "µs/msg",
             Workload::Bulk => "ms/MB",
             Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
@@ -108,10 +129,14 @@ impl Workload {
             "hold" => vec![Workload::Hold],
             "storm" => vec![Workload::Storm, Workload::StormQueued],
             "storm-queued" => vec![Workload::StormQueued],
+            "json" => vec![Workload::JsonIdentity, Workload::JsonGzip],
+            "json-identity" => vec![Workload::JsonIdentity],
+            "json-gzip" => vec![Workload::JsonGzip],
             other => {
                 return Err(format!(
                     "unknown workload {other:?} (http, http-log, echo, bulk, handshake, \
-                     handshake-ws, handshake-wss, hold, storm, storm-queued)"
+                     handshake-ws, handshake-wss, hold, storm, storm-queued, json, json-identity, \
+                     json-gzip)"
                 ));
             }
         })

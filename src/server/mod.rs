@@ -18,6 +18,7 @@ use crate::proxy::Peer;
 use crate::state::State;
 use crate::workers::Workers;
 use accept::{PerIp, Slot};
+use prometheus_client::metrics::gauge::Gauge;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -69,17 +70,21 @@ impl Listener {
         let local = socket.local_addr()?;
         let stop = CancellationToken::new();
         let per_ip = Arc::new(PerIp::default());
+        // Created here, not in the accept loops, so that a scrape right
+        // after the listener is up already shows it at 0.
+        let open = state.metrics.client_connections(&local.to_string());
         for worker in workers.handles() {
             let copy = socket.try_clone()?;
             let tracker = state.tasks.clone();
-            let (state, stop, per_ip) = (state.clone(), stop.clone(), per_ip.clone());
+            let (state, stop, per_ip, open) =
+                (state.clone(), stop.clone(), per_ip.clone(), open.clone());
             // Tracked, so a drain ends only once every copy of the socket
             // is closed.
             let accept = tracker.track_future(async move {
                 match TcpListener::from_std(copy) {
                     Ok(socket) => {
                         let span = tracing::info_span!("listener", addr = %local);
-                        accept_loop(socket, key, local, state, stop, per_ip)
+                        accept_loop(socket, key, local, state, stop, per_ip, open)
                             .instrument(span)
                             .await;
                     }
@@ -104,8 +109,8 @@ async fn accept_loop(
     state: Arc<State>,
     stop: CancellationToken,
     per_ip: Arc<PerIp>,
+    open: Gauge,
 ) {
-    let open = state.metrics.client_connections(&local.to_string());
     loop {
         // A slot first: at max_connections, new connections wait in the
         // backlog until one closes.

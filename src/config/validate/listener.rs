@@ -80,6 +80,7 @@ impl Checker<'_> {
             listeners.push(ListenerConfig {
                 bind: addr,
                 tls,
+                bind_at: Some(self.position(bind.span().start)),
                 proxy_protocol,
                 max_connections_per_ip,
             });
