@@ -129,7 +129,9 @@ impl Record {
         let route = &*self.stats.name;
         let upstream = request.upstream.as_deref().unwrap_or("-");
         let micros = elapsed.as_micros();
-        let duration_ms = format_args!("{}.{:03}", micros / 1000, micros % 1000);
+        // Milliseconds to the microsecond, as a number (JSON logs carry it
+        // as one).
+        let duration_ms = micros as f64 / 1000.0;
         let http = http_version(request.version);
         if to_file {
             let line = crate::access_log::RequestLine {

@@ -132,7 +132,7 @@ pub fn to_file() -> bool {
 }
 
 /// Whether access events go nowhere (`access_log = "off"`).
-fn access_off() -> bool {
+fn is_off() -> bool {
     matches!(**DESTINATION.load(), Destination::Off)
 }
 
@@ -150,11 +150,10 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
         metadata: &'static Metadata<'static>,
     ) -> tracing::subscriber::Interest {
         // Cached per callsite until `configure` rebuilds the cache: an
-        // access event nobody wants costs nothing to skip. This layer has
-        // no filter of its own, so what it disables is disabled for every
-        // layer: it keeps access events on for stderr too, where the
-        // formatting layer writes them.
-        if metadata.target() != TARGET || !access_off() {
+        // access event nobody wants (`access_log = "off"`) costs nothing to
+        // skip. This layer's interest is the whole subscriber's: for
+        // `"stderr"` it must not veto the event the stderr layer writes.
+        if metadata.target() != TARGET || !is_off() {
             tracing::subscriber::Interest::always()
         } else {
             tracing::subscriber::Interest::never()
@@ -162,7 +161,7 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
-        metadata.target() != TARGET || !access_off()
+        metadata.target() != TARGET || !is_off()
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {

@@ -8,9 +8,12 @@
 //! [`RequestBody`] is what goes to an upstream: the client's body, or nothing.
 
 use crate::access;
+use crate::compress::{Coding, body::Encoded};
 use crate::timer::Timeout;
 use crate::upstream::pool::Reuse;
 use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
@@ -28,7 +31,9 @@ pub struct ResponseBody {
     bytes: u64,
     /// `poll_frame` returned `None`: everything was sent.
     ended: bool,
-    /// The exact length announced when the response was made, if known.
+    /// How many body bytes go on the wire, when the response head says
+    /// (`Content-Length`, or none at all for `HEAD`, `204`, `304`): hyper
+    /// stops polling a body once that many were written.
     expected: Option<u64>,
     record: Option<access::Record>,
 }
@@ -39,6 +44,8 @@ enum Kind {
     /// An upstream's body, and its connection to give back at the end.
     Upstream(Incoming, Option<Reuse>, Stall),
     Static(hyper_staticfile::Body),
+    /// Another body, compressed on the way.
+    Compressed(Box<Encoded<ResponseBody>>),
 }
 
 impl ResponseBody {
@@ -47,11 +54,17 @@ impl ResponseBody {
     }
 
     pub fn text(text: &'static str) -> Self {
-        Self::new(Kind::Text(Some(Bytes::from_static(text.as_bytes()))))
+        Self::bytes(Bytes::from_static(text.as_bytes()))
     }
 
+    /// A body the proxy made itself, whole.
     pub fn bytes(bytes: Bytes) -> Self {
         Self::new(Kind::Text(Some(bytes)))
+    }
+
+    /// This body, compressed with `coding` as it streams.
+    pub fn compressed(self, coding: Coding) -> Self {
+        Self::new(Kind::Compressed(Box::new(Encoded::new(self, coding))))
     }
 
     pub fn upstream(body: Incoming, reuse: Option<Reuse>) -> Self {
@@ -83,11 +96,39 @@ impl ResponseBody {
         }
     }
 
-    /// Close `record` when this body is done.
-    pub fn set_record(&mut self, record: access::Record) {
-        self.expected = self.size_hint().exact();
+    /// Close `record` when this body is done. `length`: the body's length
+    /// on the wire, if known (see [`wire_length`]).
+    pub fn set_record(&mut self, record: access::Record, length: Option<u64>) {
+        self.expected = length;
         self.record = Some(record);
     }
+}
+
+/// How many body bytes a response puts on the wire, if its head says: none
+/// for `HEAD` and for `1xx`, `204` and `304` answers (RFC 9110 §6.4.1),
+/// else the body's exact length when it knows it (an upstream's body with
+/// a `Content-Length`), else its `Content-Length` header (static files).
+pub fn wire_length(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &ResponseBody,
+) -> Option<u64> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Some(0);
+    }
+    body.size_hint().exact().or_else(|| {
+        headers
+            .get(header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    })
 }
 
 impl Drop for ResponseBody {
@@ -153,6 +194,9 @@ impl Body for ResponseBody {
             Kind::Static(body) => {
                 ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BodyError::from))
             }
+            Kind::Compressed(body) => {
+                ready!(Pin::new(&mut **body).poll_frame(cx)).map(|r| r.map_err(BodyError::from))
+            }
         };
         if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
             this.bytes += data.map_or(0, |d| d.len() as u64);
@@ -171,6 +215,7 @@ impl Body for ResponseBody {
             Kind::Text(text) => text.is_none(),
             Kind::Upstream(body, _, _) => body.is_end_stream(),
             Kind::Static(body) => body.is_end_stream(),
+            Kind::Compressed(body) => body.is_end_stream(),
         }
     }
 
@@ -180,6 +225,7 @@ impl Body for ResponseBody {
             Kind::Text(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
             Kind::Upstream(body, _, _) => body.size_hint(),
             Kind::Static(body) => body.size_hint(),
+            Kind::Compressed(body) => body.size_hint(),
         }
     }
 }

@@ -32,6 +32,10 @@ pub enum ProxyError {
     OriginForbidden { origin: String },
     #[error("CONNECT {what} is not supported: only WebSockets over HTTP/2 (RFC 8441)")]
     UnsupportedConnect { what: String },
+    #[error("no such file under the route's root")]
+    FileNotFound,
+    #[error("static files answer only GET and HEAD")]
+    MethodNotAllowed,
     #[error("client over max_connections_per_ip ({limit})")]
     OverIpCap { limit: usize },
     #[error("the request body sent nothing for {timeout:?} (client_body_timeout)")]
@@ -106,8 +110,12 @@ impl ProxyError {
             | BadRequest(_)
             | HeadTooLarge { .. }
             | OriginForbidden { .. }
-            | UnsupportedConnect { .. } => Side::Client,
-            OverIpCap { .. } | BodyTimeout { .. } | ClientBody(_) => Side::Client,
+            | UnsupportedConnect { .. }
+            | FileNotFound
+            | MethodNotAllowed
+            | OverIpCap { .. }
+            | BodyTimeout { .. }
+            | ClientBody(_) => Side::Client,
             Connect { .. }
             | ConnectTimeout { .. }
             | ResponseTimeout { .. }
@@ -124,7 +132,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         use ProxyError::*;
         match self {
-            NoRoute => StatusCode::NOT_FOUND,
+            NoRoute | FileNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BadRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             OriginForbidden { .. } => StatusCode::FORBIDDEN,
@@ -150,6 +159,8 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             NoRoute => "404 not found: no route for this request\n",
+            FileNotFound => "404 not found\n",
+            MethodNotAllowed => "405 method not allowed\n",
             BadRequest(why) => match *why {
                 MISSING_HOST => "400 bad request: missing Host header\n",
                 BAD_WEBSOCKET_KEY => "400 bad request: bad Sec-WebSocket-Key\n",
@@ -219,7 +230,8 @@ pub const BAD_WEBSOCKET_KEY: &str = "WebSocket upgrade without a valid Sec-WebSo
 
 /// Reason given for a second `Host` header (RFC 9112 §3.2).
 pub const TWO_HOSTS: &str = "two Host headers";
-/// Reason given for a `Host` that is not `host[:port]`.
+/// Reason given for a `Host` that is not `host[:port]` (also when a
+/// redirect to `{host}` finds no usable host name in it).
 pub const BAD_HOST: &str = "Host is not host[:port]";
 /// Reason given when an absolute-form target names another host than `Host`.
 pub const HOST_DISAGREES: &str = "Host disagrees with the request target";
@@ -240,10 +252,53 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// Addresses that could not be bound, every one of them.
+    #[error("{0}")]
+    Listen(BindFailures),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
     #[error("{0}")]
     AccessLog(String),
+}
+
+/// Every address of a route file that could not be bound, each with the
+/// place of its `bind` (or `admin`) in the file.
+#[derive(Debug)]
+pub struct BindFailures(pub Vec<BindFailure>);
+
+/// One address that could not be bound.
+#[derive(Debug)]
+pub struct BindFailure {
+    pub addr: std::net::SocketAddr,
+    /// The route file and where the address is written in it.
+    pub at: Option<(std::path::PathBuf, crate::config::Position)>,
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for BindFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((file, at)) = &self.at {
+            write!(f, "{}:{}:{}: ", file.display(), at.line, at.column)?;
+        }
+        write!(f, "cannot listen on {}: ", self.addr)?;
+        if self.source.kind() == std::io::ErrorKind::AddrInUse {
+            write!(f, "address already in use (another process holds the port)")
+        } else {
+            write!(f, "{}", self.source)
+        }
+    }
+}
+
+impl std::fmt::Display for BindFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, failure) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{failure}")?;
+        }
+        Ok(())
+    }
 }

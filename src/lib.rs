@@ -25,11 +25,17 @@
 //!   change on disk (certificates, the route file).
 //! - [`io`]: the byte streams both sides use (client connections plain or
 //!   TLS, what a tunnel needs of each end).
-//! - [`router`]: host and longest-prefix matching, pure.
+//! - [`router`]: scheme, host and longest-prefix matching, pure.
 //! - [`proxy`]: one request: the head checks ([`proxy::checks`]),
 //!   forwarding, the header policy ([`proxy::headers`]), the WebSocket
 //!   handshake relay ([`proxy::upgrade`]) and its HTTP/2 form, RFC 8441
-//!   ([`proxy::connect`]).
+//!   ([`proxy::connect`]), redirect answers ([`proxy::redirect`]), then the
+//!   route's rules on the response head.
+//! - [`redirect`] (redirect targets) and [`header_rules`]
+//!   (`response_headers`, `request_headers`): pure, checked when the route
+//!   file is read.
+//! - [`compress`]: which responses are compressed and how, and the
+//!   streaming encoder ([`compress::body`]).
 //! - [`upstream`]: talking to an upstream's servers: balancing
 //!   ([`upstream::balance`]), each server's shared state, health and
 //!   handshake queue, TLS and DNS to the servers, the upgrade's upstream leg
@@ -56,13 +62,16 @@ pub mod admin;
 pub mod bench;
 pub mod body;
 pub mod certs;
+pub mod compress;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod header_rules;
 pub mod io;
 pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
+pub mod redirect;
 pub mod router;
 pub mod server;
 pub mod state;

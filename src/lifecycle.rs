@@ -21,8 +21,8 @@
 //! left and returns.
 
 use crate::admin::Admin;
-use crate::config::{Config, ConfigErrors, ListenerKey, RouteConfig, Scheme};
-use crate::error::RunError;
+use crate::config::{Config, ConfigErrors, ListenerKey, Position, RouteConfig, Scheme};
+use crate::error::{BindFailure, BindFailures, RunError};
 use crate::metrics::Metrics;
 use crate::server::{self, Listener};
 use crate::state::{Generation, State};
@@ -68,12 +68,8 @@ impl Proxy {
         config: Config,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Proxy, RunError> {
-        let sockets = bind_all(config.listener_keys().map(|(key, _)| key))?;
-        let admin_socket = config
-            .server
-            .admin
-            .map(|addr| Ok::<_, RunError>((addr, bind(addr)?)))
-            .transpose()?;
+        let keys: Vec<ListenerKey> = config.listener_keys().map(|(key, _)| key).collect();
+        let (sockets, admin_socket) = bind_all(&config, keys, config.server.admin)?;
         let workers = Workers::start(config.server.workers).map_err(RunError::Workers)?;
         let state = Arc::new(State::with_resolver(
             config,
@@ -173,11 +169,11 @@ impl Proxy {
             .map(|(key, _)| key)
             .filter(|key| !kept.contains(key))
             .collect();
-        let new_sockets = bind_all(added.into_iter())?;
-        let new_admin = match next.server.admin {
-            Some(addr) if Some(addr) != current.config.server.admin => Some((addr, bind(addr)?)),
-            _ => None,
-        };
+        let admin = next
+            .server
+            .admin
+            .filter(|addr| Some(*addr) != current.config.server.admin);
+        let (new_sockets, new_admin) = bind_all(&next, added, admin)?;
 
         let mut report = ReloadReport::compare(&current.config, &next);
         let admin_removed = next.server.admin.is_none();
@@ -422,6 +418,12 @@ fn log_reload_failure(error: &RunError) {
                 "reload refused; the previous configuration stays in force"
             );
         }
+        RunError::Listen(failures) => {
+            for failure in &failures.0 {
+                tracing::error!("{failure}");
+            }
+            tracing::error!("reload refused; the previous configuration stays in force");
+        }
         other => tracing::error!(
             error = %other,
             "reload failed; the previous configuration stays in force"
@@ -429,15 +431,56 @@ fn log_reload_failure(error: &RunError) {
     }
 }
 
-fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
-    server::bind(addr).map_err(|source| RunError::Bind { addr, source })
-}
-
+/// Bind the listeners `keys` of `config`, and its admin address `admin`.
+/// Every address is tried: on failure the error names each one that could
+/// not be bound, with its place in the file, and the sockets bound so far
+/// are dropped, i.e. closed.
+#[allow(clippy::type_complexity)]
 fn bind_all(
-    keys: impl Iterator<Item = ListenerKey>,
-) -> Result<Vec<(ListenerKey, TcpListener)>, RunError> {
-    // On error the sockets bound so far are dropped, i.e. closed.
-    keys.map(|key| Ok((key, bind(key.bind)?))).collect()
+    config: &Config,
+    keys: Vec<ListenerKey>,
+    admin: Option<SocketAddr>,
+) -> Result<
+    (
+        Vec<(ListenerKey, TcpListener)>,
+        Option<(SocketAddr, TcpListener)>,
+    ),
+    RunError,
+> {
+    let mut failures = Vec::new();
+    let mut fail = |addr, at: Option<Position>, source| {
+        failures.push(BindFailure {
+            addr,
+            at: at.map(|at| (config.path.clone(), at)),
+            source,
+        });
+    };
+    let mut sockets = Vec::new();
+    for key in keys {
+        match server::bind(key.bind) {
+            Ok(socket) => sockets.push((key, socket)),
+            Err(source) => fail(
+                key.bind,
+                config.listener(key).and_then(|l| l.bind_at),
+                source,
+            ),
+        }
+    }
+    let admin = match admin.map(|addr| (addr, server::bind(addr))) {
+        None => None,
+        Some((addr, Ok(socket))) => Some((addr, socket)),
+        Some((addr, Err(source))) => {
+            fail(addr, config.admin_at, source);
+            None
+        }
+    };
+    // In file order.
+    failures.sort_by_key(|f| f.at.as_ref().map(|(_, at)| (at.line, at.column)));
+    if failures.is_empty() {
+        Ok((sockets, admin))
+    } else {
+        Err(RunError::Listen(BindFailures(failures)))
+    }
 }
 
 fn spawn_listener(

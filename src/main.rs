@@ -40,7 +40,9 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
-    /// Check a route file like `nginx -t`: exit 0 if valid, 1 if not.
+    /// Check a route file like `nginx -t`: exit 0 if valid, 1 if not. It
+    /// binds no port, so it can run beside the live proxy (as systemd's
+    /// ExecReload does); a port another process holds is reported by `run`.
     Validate(RouteFile),
     /// The built-in demo: a chat room behind the proxy, no files needed.
     Demo {
@@ -105,7 +107,11 @@ fn main() -> ExitCode {
             block_on(async {
                 switchyard::lifecycle::run_watching(config, watch)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| match e {
+                        // Lines of their own, each `FILE:LINE:COL: …`.
+                        e @ switchyard::error::RunError::Listen(_) => e.to_string(),
+                        e => format!("switchyard: {e}"),
+                    })
             })
         }
         Command::Bench(args) => match runtime() {
@@ -117,7 +123,7 @@ fn main() -> ExitCode {
             block_on(async {
                 switchyard::demo::run(port, tls_port)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| format!("switchyard: {e}"))
             })
         }
     }
@@ -152,7 +158,7 @@ fn report(runtime: std::io::Result<tokio::runtime::Runtime>) -> Option<tokio::ru
     }
 }
 
-/// Run `job` on the runtime; report its error and exit 1.
+/// Run `job` on the runtime; print its error as it is and exit 1.
 fn block_on(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let Some(runtime) = control_runtime() else {
         return ExitCode::FAILURE;
@@ -160,7 +166,7 @@ fn block_on(job: impl std::future::Future<Output = Result<(), String>>) -> ExitC
     match runtime.block_on(job) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("switchyard: {e}");
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

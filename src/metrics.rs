@@ -4,6 +4,12 @@
 //! ([`RouteStats`]) so the request path only touches atomics. Series keep
 //! their values across reloads: a route that keeps its name keeps its series.
 //! The admin listener serves [`Metrics::encode`] at `/metrics`.
+//!
+//! Every series whose labels are known in advance exists from the start,
+//! at 0, so that an alert on `increase(…[5m])` sees the first event: the
+//! status classes of every route, both reload results, both accept error
+//! kinds, the connect failures of every upstream server. Tunnel and upgrade
+//! series exist only for routes with an upstream, where tunnels can happen.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -321,6 +327,20 @@ impl Metrics {
              (enhance_your_calm: the rapid-reset and flood defences)",
             http2_goaways.clone(),
         );
+        for result in ["ok", "error"] {
+            reloads.get_or_create_owned(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
+        for kind in ["out-of-files", "other"] {
+            accept_errors.get_or_create_owned(&KindLabels {
+                kind: kind.to_string(),
+            });
+        }
+        // The one an alert watches for: the flood defences closed a client.
+        http2_goaways.get_or_create_owned(&ReasonLabels {
+            reason: "enhance_your_calm".to_string(),
+        });
         let connections_open = Gauge::default();
         registry.register(
             "connections_open",
@@ -346,7 +366,12 @@ impl Metrics {
             proxy_header_errors.clone(),
         );
         let fleet = FleetFamilies::register(&mut registry);
-        let acme_renewals = Family::default();
+        let acme_renewals: Family<ResultLabels, Counter> = Family::default();
+        for result in ["ok", "error"] {
+            acme_renewals.get_or_create_owned(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
         registry.register(
             "acme_renewals",
             "ACME certificate orders (first issuance and renewals), by result (ok or error)",
@@ -390,8 +415,9 @@ impl Metrics {
         out
     }
 
-    /// Handles for one route's series.
-    pub fn route(&self, name: &str) -> Arc<RouteStats> {
+    /// Handles for one route's series; `tunnels`: the route can open
+    /// WebSocket tunnels (it has an upstream), so it has tunnel series too.
+    pub fn route(&self, name: &str, tunnels: bool) -> Arc<RouteStats> {
         let route = || RouteLabels {
             route: name.to_string(),
         };
@@ -425,10 +451,7 @@ impl Metrics {
                 reason: reason.label().to_string(),
             })
         };
-        Arc::new(RouteStats {
-            name: Arc::from(name),
-            by_status: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(status),
-            duration: self.request_duration.get_or_create_owned(&route()),
+        let tunnel = tunnels.then(|| TunnelStats {
             tunnels_open: self.tunnels_open.get_or_create_owned(&route()),
             bytes_to_upstream: bytes("client_to_upstream"),
             bytes_to_client: bytes("upstream_to_client"),
@@ -439,6 +462,12 @@ impl Metrics {
             ping_timeouts: pings("timeout"),
             closes: self.tunnel_closes.clone(),
             refused: [Refusal::Not101, Refusal::Origin, Refusal::BadAccept].map(refused),
+        });
+        Arc::new(RouteStats {
+            name: Arc::from(name),
+            by_status: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(status),
+            duration: self.request_duration.get_or_create_owned(&route()),
+            tunnel,
         })
     }
 
@@ -669,6 +698,13 @@ pub struct RouteStats {
     pub name: Arc<str>,
     by_status: [Counter; 5],
     duration: Histogram,
+    /// Only routes with an upstream have tunnel series.
+    tunnel: Option<TunnelStats>,
+}
+
+/// The tunnel and upgrade series of a route with an upstream.
+#[derive(Debug)]
+struct TunnelStats {
     tunnels_open: Gauge,
     bytes_to_upstream: Counter,
     bytes_to_client: Counter,
@@ -688,53 +724,68 @@ impl RouteStats {
         self.duration.observe(elapsed.as_secs_f64());
     }
 
+    // Tunnels happen only on routes with an upstream, whose stats have
+    // tunnel series; on any other route these have nothing to count.
+
     pub fn tunnel_opened(&self) {
-        self.tunnels_open.inc();
+        if let Some(t) = &self.tunnel {
+            t.tunnels_open.inc();
+        }
     }
 
     /// A tunnel closed: `by` sent the first Close (`client`, `upstream`,
     /// `proxy`), with `code`.
     pub fn tunnel_closed(&self, lifetime: Duration, by: &str, code: u16) {
-        // Counted closed before it stops counting as open: a scrape in
-        // between never sees a tunnel in neither.
-        self.tunnel_duration.observe(lifetime.as_secs_f64());
-        self.closes
-            .get_or_create(&CloseLabels {
-                route: self.name.to_string(),
-                by: by.to_string(),
-                code: close_code_label(code),
-            })
-            .inc();
-        self.tunnels_open.dec();
+        if let Some(t) = &self.tunnel {
+            // Counted closed before it stops counting as open: a scrape in
+            // between never sees a tunnel in neither.
+            t.tunnel_duration.observe(lifetime.as_secs_f64());
+            t.closes
+                .get_or_create(&CloseLabels {
+                    route: self.name.to_string(),
+                    by: by.to_string(),
+                    code: close_code_label(code),
+                })
+                .inc();
+            t.tunnels_open.dec();
+        }
     }
 
     /// Count messages relayed: `to_upstream` from the client, or back.
     pub fn tunnel_messages(&self, to_upstream: bool, n: u64) {
-        if to_upstream {
-            self.messages_to_upstream.inc_by(n);
-        } else {
-            self.messages_to_client.inc_by(n);
+        if let Some(t) = &self.tunnel {
+            if to_upstream {
+                t.messages_to_upstream.inc_by(n);
+            } else {
+                t.messages_to_client.inc_by(n);
+            }
         }
     }
 
     /// Pongs answering the proxy's own pings.
     pub fn tunnel_pongs(&self, n: u64) {
-        if n > 0 {
-            self.pongs.inc_by(n);
+        if let Some(t) = &self.tunnel
+            && n > 0
+        {
+            t.pongs.inc_by(n);
         }
     }
 
     /// A side that did not answer the proxy's Ping in time.
     pub fn tunnel_ping_timeout(&self) {
-        self.ping_timeouts.inc();
+        if let Some(t) = &self.tunnel {
+            t.ping_timeouts.inc();
+        }
     }
 
     /// Count bytes relayed: `to_upstream` from the client, or back.
     pub fn tunnel_bytes(&self, to_upstream: bool, n: u64) {
-        if to_upstream {
-            self.bytes_to_upstream.inc_by(n);
-        } else {
-            self.bytes_to_client.inc_by(n);
+        if let Some(t) = &self.tunnel {
+            if to_upstream {
+                t.bytes_to_upstream.inc_by(n);
+            } else {
+                t.bytes_to_client.inc_by(n);
+            }
         }
     }
 
@@ -744,6 +795,8 @@ impl RouteStats {
             Refusal::Origin => 1,
             Refusal::BadAccept => 2,
         };
-        self.refused[i].inc();
+        if let Some(t) = &self.tunnel {
+            t.refused[i].inc();
+        }
     }
 }

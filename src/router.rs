@@ -3,11 +3,14 @@
 //! A route matches when its `host` (if any) matches the request's host and
 //! its `path` is a prefix of the request path *on a segment boundary*
 //! (`/api` matches `/api` and `/api/users`, never `/apix`; `/ws/` matches
-//! `/ws/chat`). Among matching routes, one whose host matches beats one
-//! without (an exact host beats a wildcard, a longer wildcard beats a shorter
-//! one); then the longest path prefix wins.
+//! `/ws/chat`). A route with a `scheme` matches only requests that arrived
+//! over that scheme (plain `http` or TLS `https` listeners). Among matching
+//! routes, one whose host matches beats one without (an exact host beats a
+//! wildcard, a longer wildcard beats a shorter one); then the longest path
+//! prefix wins; then, for the same host and path, a route with a `scheme`
+//! beats one without.
 
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, Scheme};
 use std::fmt;
 use std::sync::Arc;
 
@@ -82,13 +85,14 @@ impl Router {
     }
 
     /// The index (in the order given to [`Router::new`]) of the best route
-    /// for a request to `host` (from `Host`, port allowed) and `path`, or
-    /// `None` (→ 404).
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    /// for a request that arrived over `scheme`, to `host` (from `Host`,
+    /// port allowed) and `path`, or `None` (→ 404).
+    pub fn route(&self, scheme: Scheme, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(strip_port);
         self.routes
             .iter()
             .enumerate()
+            .filter(|(_, route)| route.scheme.is_none_or(|s| s == scheme))
             .filter(|(_, route)| prefix_matches(&route.path, path))
             .filter_map(|(i, route)| {
                 let host_rank = match (&route.host, host) {
@@ -96,7 +100,7 @@ impl Router {
                     (Some(pattern), Some(host)) => pattern.rank(host)?,
                     (Some(_), None) => return None,
                 };
-                Some(((host_rank, route.path.len()), i))
+                Some(((host_rank, route.path.len(), route.scheme.is_some()), i))
             })
             .max_by_key(|(rank, _)| *rank)
             .map(|(_, i)| i)
@@ -104,7 +108,7 @@ impl Router {
 }
 
 /// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.
-fn strip_port(host: &str) -> &str {
+pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }
@@ -125,15 +129,55 @@ mod tests {
     use crate::config::{RouteTarget, StaticRoute};
 
     fn route(host: Option<&str>, path: &str) -> Arc<RouteConfig> {
+        on(None, host, path)
+    }
+
+    fn on(scheme: Option<Scheme>, host: Option<&str>, path: &str) -> Arc<RouteConfig> {
         Arc::new(RouteConfig {
             host: host.map(|h| HostPattern::parse(h).unwrap()),
             path: path.to_string(),
+            scheme,
             target: RouteTarget::Static(StaticRoute { root: "/".into() }),
+            response_headers: Default::default(),
+            compress: false,
         })
     }
 
     fn pick(router: &Router, host: Option<&str>, path: &str) -> Option<String> {
-        router.route(host, path).map(|i| router.routes[i].name())
+        pick_on(router, Scheme::Http, host, path)
+    }
+
+    fn pick_on(router: &Router, scheme: Scheme, host: Option<&str>, path: &str) -> Option<String> {
+        router
+            .route(scheme, host, path)
+            .map(|i| router.routes[i].name())
+    }
+
+    #[test]
+    fn a_scheme_narrows_a_route_and_beats_the_same_route_without() {
+        let router = Router::new(&[
+            route(None, "/"),
+            on(Some(Scheme::Http), None, "/"),
+            route(None, "/ws/"),
+            on(Some(Scheme::Https), Some("chat.example.com"), "/admin"),
+        ]);
+        let http = |host, path| pick_on(&router, Scheme::Http, host, path);
+        let https = |host, path| pick_on(&router, Scheme::Https, host, path);
+        assert_eq!(http(None, "/page").as_deref(), Some("http://*/"));
+        assert_eq!(https(None, "/page").as_deref(), Some("/"));
+        // A longer path without a scheme still wins: the scheme decides
+        // only between routes of the same host and path.
+        assert_eq!(http(None, "/ws/chat").as_deref(), Some("/ws/"));
+        assert_eq!(
+            https(Some("chat.example.com"), "/admin/x").as_deref(),
+            Some("https://chat.example.com/admin")
+        );
+        assert_eq!(
+            http(Some("chat.example.com"), "/admin/x").as_deref(),
+            Some("http://*/")
+        );
+        let only_https = Router::new(&[on(Some(Scheme::Https), None, "/")]);
+        assert_eq!(pick_on(&only_https, Scheme::Http, None, "/"), None);
     }
 
     #[test]

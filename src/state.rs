@@ -7,7 +7,7 @@
 //! the end, so no request ever sees half of two configurations.
 
 use crate::certs::Store;
-use crate::config::{Config, ListenerKey, RouteConfig, RouteTarget};
+use crate::config::{Config, ListenerKey, RouteConfig, RouteTarget, Scheme};
 use crate::metrics::{Metrics, RouteStats};
 use crate::router::Router;
 use crate::static_files::StaticFiles;
@@ -128,6 +128,7 @@ pub enum Target {
         route: crate::config::ProxyRoute,
     },
     Static(StaticFiles),
+    Redirect(crate::config::RedirectRoute),
 }
 
 impl Generation {
@@ -163,11 +164,15 @@ impl Generation {
                         upstream: upstreams.get(&proxy.upstream)?.clone(),
                         route: proxy.clone(),
                     },
-                    RouteTarget::Static(files) => Target::Static(StaticFiles::new(&files.root)),
+                    RouteTarget::Static(files) => {
+                        Target::Static(StaticFiles::new(&files.root, route.compress))
+                    }
+                    RouteTarget::Redirect(redirect) => Target::Redirect(redirect.clone()),
                 };
+                let tunnels = matches!(target, Target::Proxy { .. });
                 Some(ActiveRoute {
                     config: route.clone(),
-                    stats: metrics.route(&route.name()),
+                    stats: metrics.route(&route.name(), tunnels),
                     target,
                 })
             })
@@ -180,7 +185,7 @@ impl Generation {
             router: Router::new(&configs),
             routes,
             upstreams,
-            unrouted: metrics.route("none"),
+            unrouted: metrics.route("none", false),
             config: Arc::new(config),
         }
     }
@@ -206,9 +211,11 @@ impl Generation {
             .map(|(_, config)| config.clone())
     }
 
-    /// The route for a request, if any.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&ActiveRoute> {
-        self.router.route(host, path).map(|i| &self.routes[i])
+    /// The route for a request that arrived over `scheme`, if any.
+    pub fn route(&self, scheme: Scheme, host: Option<&str>, path: &str) -> Option<&ActiveRoute> {
+        self.router
+            .route(scheme, host, path)
+            .map(|i| &self.routes[i])
     }
 }
 

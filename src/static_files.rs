@@ -7,8 +7,17 @@
 //! path with a `..` segment (plain or percent-encoded) is refused, and the
 //! file finally chosen is resolved through symlinks and must still lie
 //! inside `root`. Every refusal is a plain 404, so a probe learns nothing.
+//!
+//! `HEAD` is answered with the headers `GET` would get (hyper-staticfile
+//! leaves out `Content-Type` and `Content-Encoding` for `HEAD`, so the file
+//! is resolved as for `GET` and the body left out), and a single-range
+//! `206` carries the file's `Content-Type` too. With `compress`, a file
+//! with a precompressed `FILE.br` or `FILE.gz` beside it is served from
+//! that file when the client accepts the encoding, and every answer of a
+//! compressible type says `Vary: Accept-Encoding`.
 
 use crate::body::ResponseBody;
+use crate::compress::{self, Accepted, Coding};
 use crate::error::ProxyError;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -20,65 +29,102 @@ pub struct StaticFiles {
     /// `root` with symlinks resolved.
     root: PathBuf,
     resolver: Resolver,
+    /// Look for precompressed `FILE.br` / `FILE.gz` (the route compresses).
+    precompressed: bool,
 }
 
 impl StaticFiles {
-    pub fn new(root: &Path) -> StaticFiles {
+    pub fn new(root: &Path, precompressed: bool) -> StaticFiles {
         let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         StaticFiles {
             resolver: Resolver::new(root.clone()),
             root,
+            precompressed,
         }
     }
 
-    pub async fn serve<B>(&self, req: &Request<B>) -> Result<Response<ResponseBody>, ProxyError> {
+    /// Answer `req`; `accepted`: the encodings the client takes.
+    pub async fn serve<B>(
+        &self,
+        req: &Request<B>,
+        accepted: Accepted,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut response = Response::new(ResponseBody::text("405 method not allowed\n"));
-            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return Ok(response);
+            return Err(ProxyError::MethodNotAllowed);
         }
         let path = req.uri().path();
         if !is_safe(path) {
-            return Ok(not_found());
+            return Err(ProxyError::FileNotFound);
         }
-        let result = match self
-            .resolver
-            .resolve_path(path, AcceptEncoding::none())
-            .await
-        {
+        let encodings = match accepted.best {
+            _ if !self.precompressed => AcceptEncoding::none(),
+            None => AcceptEncoding::none(),
+            Some(Coding::Br) => AcceptEncoding {
+                br: true,
+                gzip: accepted.gzip,
+            },
+            Some(Coding::Gzip) => AcceptEncoding {
+                br: false,
+                gzip: true,
+            },
+        };
+        let result = match self.resolver.resolve_path(path, encodings).await {
             Ok(result) => result,
             Err(e) => return Err(ProxyError::StaticFile(e)),
         };
         if let ResolveResult::Found(file) = &result
             && !self.contains(&file.path).await
         {
-            return Ok(not_found());
+            return Err(ProxyError::FileNotFound);
         }
+        let head = req.method() == Method::HEAD;
+        // hyper-staticfile leaves it out of single-range answers.
+        let content_type = match &result {
+            ResolveResult::Found(file) => file.content_type.clone(),
+            _ => None,
+        };
         // RFC 9110 §13.1.3: If-None-Match, when present, decides alone.
         let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
         let mut headers = req.headers().clone();
         if if_none_match.is_some() {
             headers.remove(header::IF_MODIFIED_SINCE);
         }
+        // Built as for GET, so HEAD gets every header GET gets.
         let built = ResponseBuilder::new()
-            .request_parts(req.method(), req.uri(), &headers)
+            .request_parts(&Method::GET, req.uri(), &headers)
             .build(result);
         let response = match built {
             Ok(response) => response,
-            Err(_) => return Ok(not_found()),
+            Err(_) => return Err(ProxyError::FileNotFound),
         };
         let (mut parts, body) = response.into_parts();
         if parts.status == StatusCode::NOT_FOUND {
-            return Ok(not_found());
+            return Err(ProxyError::FileNotFound);
+        }
+        if parts.status == StatusCode::PARTIAL_CONTENT
+            && !parts.headers.contains_key(header::CONTENT_TYPE)
+            && let Some(value) = content_type.and_then(|t| HeaderValue::from_str(&t).ok())
+        {
+            parts.headers.insert(header::CONTENT_TYPE, value);
+        }
+        if self.precompressed
+            && (parts.headers.contains_key(header::CONTENT_ENCODING)
+                || parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|t| t.to_str().ok())
+                    .is_some_and(compress::compressible_type))
+        {
+            compress::add_vary(&mut parts.headers);
         }
         if parts.status == StatusCode::OK
             && etag_matches(if_none_match.as_ref(), parts.headers.get(header::ETAG))
         {
             parts.status = StatusCode::NOT_MODIFIED;
             keep_validators(&mut parts.headers);
+            return Ok(Response::from_parts(parts, ResponseBody::empty()));
+        }
+        if head {
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
         }
         Ok(Response::from_parts(parts, ResponseBody::static_file(body)))
@@ -92,12 +138,6 @@ impl StaticFiles {
             Err(_) => false,
         }
     }
-}
-
-fn not_found() -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::text("404 not found\n"));
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
 }
 
 /// Refuse any path that, decoded, has a `..` segment, a backslash or a NUL.
@@ -128,6 +168,7 @@ fn keep_validators(headers: &mut HeaderMap) {
         header::CONTENT_TYPE,
         header::CONTENT_RANGE,
         header::ACCEPT_RANGES,
+        header::CONTENT_ENCODING,
     ] {
         headers.remove(name);
     }

@@ -424,6 +424,10 @@ async fn http_mode_counts_requests_and_status_codes() {
         assert_eq!(report.ops, Counters::get(&server.requests));
         assert_eq!(report.http_status.get(&200).copied(), Some(report.ops));
         assert_eq!(report.bytes_received, report.ops * 5);
+        // The summary names what came back, and no "sent" figure.
+        let table = report.to_table();
+        assert!(table.contains("of response bodies"), "{table}");
+        assert!(!table.contains("sent 0.00 MB"), "{table}");
         assert_eq!(
             report.connections_opened, 4,
             "keep-alive reuses connections"

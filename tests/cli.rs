@@ -516,7 +516,7 @@ hosts = "x"
             "{file}:15:1: unknown key \"conect_timeout\" in [upstream.chat] (did you mean \"connect_timeout\"?); known keys: balance, connect_timeout, hash_key, health, max_handshakes, queue_timeout, read_timeout, rebalance_rate, resolve_interval, servers, tls",
             "{file}:19:12: no upstream named \"nope\" (defined: chat)",
             "{file}:20:16: duration \"10\" needs a unit: write it like \"250ms\", \"30s\", \"5m\" or \"1h\"",
-            "{file}:21:1: unknown key \"hosts\" in [[route]] (did you mean \"host\"?); known keys: allow_origins, host, idle_timeout, max_lifetime, max_message_size, path, ping_interval, ping_timeout, root, upstream",
+            "{file}:21:1: unknown key \"hosts\" in [[route]] (did you mean \"host\"?); known keys: allow_origins, compress, host, idle_timeout, max_lifetime, max_message_size, path, ping_interval, ping_timeout, redirect, request_headers, response_headers, root, scheme, status, upstream",
         ],
     )
     .await;
@@ -690,7 +690,7 @@ path = "/"
 upstream = "chat"
 root = "."
 "#,
-        &["{file}:10:8: a route has `upstream` or `root`, not both"],
+        &["{file}:10:8: a route has exactly one of `upstream`, `root` or `redirect`"],
     )
     .await;
 }
@@ -769,7 +769,7 @@ const MANY_PROBLEMS_REPORT: &[&str] = &[
     "{file}:23:16: certificate file {dir}/no.crt not found",
     "{file}:23:32: key file {dir}/no.key not found",
     "{file}:26:8: bind address \"localhost:80\" is not IP:port (for example \"0.0.0.0:8080\")",
-    "{file}:31:8: a route has `upstream` or `root`, not both",
+    "{file}:31:8: a route has exactly one of `upstream`, `root` or `redirect`",
 ];
 
 #[tokio::test]

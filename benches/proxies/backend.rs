@@ -5,6 +5,8 @@
 //! - `GET /__stats` answers `open N total M` (WebSocket connections open now
 //!   and ever accepted), so the harness can see tunnels arrive and leave;
 //! - a WebSocket upgrade becomes an echo connection (tokio-tungstenite);
+//! - `GET /json` gets a fixed 20 KiB JSON document (`application/json`),
+//!   never compressed: the compression workloads have the proxies do that;
 //! - any other request gets a fixed 13-byte body over keep-alive.
 //!
 //! With `--handshake-rate N` it answers at most N WebSocket handshakes per
@@ -34,6 +36,45 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 const BODY: &str = "Hello, world\n";
+/// Size of the `/json` document.
+pub const JSON_SIZE: usize = 20 * 1024;
+
+/// The `/json` answer, head and body: a chat history as an API returns it,
+/// varied enough that it compresses like real JSON (about 5:1 with gzip).
+fn json_response() -> &'static [u8] {
+    static RESPONSE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    RESPONSE.get_or_init(|| {
+        let names = ["alice", "bob", "路人甲", "carol", "dave", "erin", "frank"];
+        let words = ["hello", "room", "anyone", "here?", "good", "morning", "ship", "it", "today", "lgtm"];
+        let mut body = String::from("{\"room\":\"lobby\",\"messages\":[");
+        let mut i: usize = 0;
+        while body.len() < JSON_SIZE - 200 {
+            let text: Vec<&str> = (0..(3 + i % 5)).map(|k| words[(i * 7 + k * 3) % words.len()]).collect();
+            body.push_str(&format!(
+                "{{\"id\":{},\"type\":\"chat\",\"user\":{{\"id\":{},\"name\":\"{}\",\"image\":{}}},\"data\":\"{}\",\"at\":{}}},",
+                1000 + i,
+                i % 13,
+                names[i % names.len()],
+                i % 9,
+                text.join(" "),
+                1_764_590_000_000u64 + (i as u64) * 7919
+            ));
+            i += 1;
+        }
+        body.push_str("{}]}");
+        while body.len() < JSON_SIZE {
+            body.insert(body.len() - 2, ' ');
+        }
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(body.as_bytes());
+        response
+    })
+}
+
 /// A handshake that would wait longer than this for its slot is refused.
 pub const SHED_AFTER: Duration = Duration::from_secs(1);
 
@@ -147,6 +188,7 @@ struct Head {
     close: bool,
     has_body: bool,
     stats: bool,
+    json: bool,
 }
 
 fn parse_head(head: &[u8]) -> Option<Head> {
@@ -161,6 +203,7 @@ fn parse_head(head: &[u8]) -> Option<Head> {
         close: false,
         has_body: false,
         stats: path == "/__stats",
+        json: path == "/json",
     };
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -244,6 +287,8 @@ async fn connection(mut stream: TcpStream, counters: Arc<Counters>) {
                     )
                     .as_bytes(),
                 );
+            } else if head.json {
+                out.extend_from_slice(json_response());
             } else {
                 out.extend_from_slice(
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 13\r\n\r\n",

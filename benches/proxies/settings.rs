@@ -28,6 +28,12 @@ pub enum Workload {
     /// The same storm with the proxy's handshake queue (Switchyard's
     /// `max_handshakes`, HAProxy's server `maxconn` + queue).
     StormQueued,
+    /// A 20 KiB JSON document, the client accepting no encoding: what a
+    /// compressing route costs when it does not compress.
+    JsonIdentity,
+    /// The same document with `Accept-Encoding: gzip`: the proxies compress
+    /// (Switchyard `compress = true`, nginx `gzip on`, HAProxy `compression`).
+    JsonGzip,
     /// Small HTTP/2 GETs over TLS: h2load, 4 connections × 16 streams.
     Http2,
     /// WebSocket echo over HTTP/2 (RFC 8441): 64 streams on 4 connections.
@@ -41,7 +47,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 14] = [
+    pub const ALL: [Workload; 16] = [
         Workload::Http,
         Workload::HttpLog,
         Workload::Echo,
@@ -51,6 +57,8 @@ impl Workload {
         Workload::Hold,
         Workload::Storm,
         Workload::StormQueued,
+        Workload::JsonIdentity,
+        Workload::JsonGzip,
         Workload::Http2,
         Workload::EchoH2,
         Workload::BulkWss,
@@ -89,12 +97,19 @@ impl Workload {
             Workload::Hold => "hold",
             Workload::Storm => "storm",
             Workload::StormQueued => "storm-queued",
+            Workload::JsonIdentity => "json-identity",
+            Workload::JsonGzip => "json-gzip",
             Workload::Http2 => "http2",
             Workload::EchoH2 => "echo-h2",
             Workload::BulkWss => "bulk-wss",
             Workload::BulkH2 => "bulk-h2",
             Workload::HoldH2 => "hold-h2",
         }
+    }
+
+    /// Whether this is one of the 20 KiB JSON workloads (path `/json`).
+    pub fn is_json(self) -> bool {
+        matches!(self, Workload::JsonIdentity | Workload::JsonGzip)
     }
 
     /// The row label in the results table.
@@ -109,6 +124,8 @@ impl Workload {
             Workload::Hold => "9,500 held tunnels",
             Workload::Storm => "Storm: 5,000 at once, backend 1,000 hs/s",
             Workload::StormQueued => "Storm, with the proxy's handshake queue",
+            Workload::JsonIdentity => "JSON 20 KiB, not compressed",
+            Workload::JsonGzip => "JSON 20 KiB, gzip by the proxy",
             Workload::Http2 => "HTTP/2 GET 4 conns × 16 streams (h2load)",
             Workload::EchoH2 => "WS echo over h2, 64 streams on 4 conns × 64 B",
             Workload::BulkWss => "WS bulk wss:// (HTTP/1.1) 4 conns × 64 KiB",
@@ -120,7 +137,11 @@ impl Workload {
     /// Unit of the throughput column.
     pub fn rate_unit(self) -> &'static str {
         match self {
-            Workload::Http | Workload::HttpLog | Workload::Http2 => "req/s",
+            Workload::Http
+            | Workload::HttpLog
+            | Workload::JsonIdentity
+            | Workload::JsonGzip
+            | Workload::Http2 => "req/s",
             Workload::Echo | Workload::EchoH2 => "msg/s",
             Workload::Bulk | Workload::BulkWss | Workload::BulkH2 => "MB/s",
             Workload::HandshakeWs | Workload::HandshakeWss => "hs/s",
@@ -132,7 +153,11 @@ impl Workload {
     /// Unit of the CPU-per-operation column.
     pub fn cpu_unit(self) -> &'static str {
         match self {
-            Workload::Http | Workload::HttpLog | Workload::Http2 => "µs/req",
+            Workload::Http
+            | Workload::HttpLog
+            | Workload::JsonIdentity
+            | Workload::JsonGzip
+            | Workload::Http2 => "µs/req",
             Workload::Echo | Workload::EchoH2 => "µs/msg",
             Workload::Bulk | Workload::BulkWss | Workload::BulkH2 => "ms/MB",
             Workload::HandshakeWs | Workload::HandshakeWss => "µs/hs",
@@ -153,6 +178,9 @@ impl Workload {
             "hold" => vec![Workload::Hold],
             "storm" => vec![Workload::Storm, Workload::StormQueued],
             "storm-queued" => vec![Workload::StormQueued],
+            "json" => vec![Workload::JsonIdentity, Workload::JsonGzip],
+            "json-identity" => vec![Workload::JsonIdentity],
+            "json-gzip" => vec![Workload::JsonGzip],
             "h2" => Workload::H2.to_vec(),
             "http2" => vec![Workload::Http2],
             "echo-h2" => vec![Workload::EchoH2],
@@ -162,8 +190,8 @@ impl Workload {
             other => {
                 return Err(format!(
                     "unknown workload {other:?} (http, http-log, echo, bulk, handshake, \
-                     handshake-ws, handshake-wss, hold, storm, storm-queued; h2 = http2, \
-                     echo-h2, bulk-wss, bulk-h2, hold-h2)"
+                     handshake-ws, handshake-wss, hold, storm, storm-queued, json, json-identity, \
+                     json-gzip; h2 = http2, echo-h2, bulk-wss, bulk-h2, hold-h2)"
                 ));
             }
         })

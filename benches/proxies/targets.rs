@@ -380,6 +380,12 @@ upstream = "storm"
 [[route]]
 path = "/storm-queued/"
 upstream = "storm_queued"
+
+# The JSON workloads: compression as nginx's gzip on and HAProxy's compression.
+[[route]]
+path = "/json"
+upstream = "backend"
+compress = true
 "#,
         cert = shared.cert.display(),
         key = shared.key.display(),
@@ -466,6 +472,24 @@ http {{
             proxy_read_timeout 1h;
             proxy_send_timeout 1h;
         }}
+
+        # The JSON workloads: Switchyard's compress = true (its 1 KiB floor,
+        # Vary) with nginx's default gzip level (1).
+        location = /json {{
+            gzip on;
+            gzip_types application/json;
+            gzip_min_length 1024;
+            gzip_vary on;
+            gzip_proxied any;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+        }}
     }}
 }}
 "#,
@@ -511,6 +535,9 @@ frontend fe
 
 backend be
     http-reuse always
+    # The JSON workloads (only application/json answers qualify).
+    compression algo gzip
+    compression type application/json
     server s1 {backend}
 
 # The storm workload: without and with maxconn + queue on the server line.

@@ -212,6 +212,36 @@ impl Runner {
                     r.ops as f64
                 }
             },
+            Workload::JsonIdentity | Workload::JsonGzip => {
+                let url = format!("{}json", target.http_url());
+                let gzip = workload == Workload::JsonGzip;
+                let headers: &[&str] = if gzip {
+                    &["Accept-Encoding: gzip"]
+                } else {
+                    &[]
+                };
+                sample
+                    .notes
+                    .push(json_answer(target.ws_port, gzip, target.kind.is_proxy())?);
+                match &self.wrk {
+                    Some(wrk) => {
+                        let w = self.wrk_with(wrk, &url, headers)?;
+                        sample.rate = Some(w.rate);
+                        sample.p99_us = w.p99_us;
+                        sample.errors = w.errors;
+                        w.requests as f64
+                    }
+                    None => {
+                        let mut a = args(&["http", &url, "-c", "64", "-d", &secs]);
+                        for h in headers {
+                            a.extend(args(&["-H", h]));
+                        }
+                        let r = self.tool(workload.name(), &a)?;
+                        self.fill(&mut sample, &r, r.ops_per_sec);
+                        r.ops as f64
+                    }
+                }
+            }
             Workload::Echo => {
                 let r = self.echo(&target.ws_url())?;
                 self.fill(&mut sample, &r, r.ops_per_sec);
@@ -375,7 +405,7 @@ impl Runner {
         );
         // Less one: the query itself.
         let opened = (backend::counts(self.backend)?.connections - conns_before).saturating_sub(1);
-        if matches!(workload, Workload::Http | Workload::HttpLog) {
+        if matches!(workload, Workload::Http | Workload::HttpLog) || workload.is_json() {
             sample
                 .notes
                 .push(format!("{opened} connections to the backend"));
@@ -424,12 +454,20 @@ impl Runner {
     }
 
     fn wrk(&self, wrk: &Path, url: &str) -> Result<WrkResult, String> {
+        self.wrk_with(wrk, url, &[])
+    }
+
+    /// wrk with extra request headers (`NAME: VALUE`).
+    fn wrk_with(&self, wrk: &Path, url: &str, headers: &[&str]) -> Result<WrkResult, String> {
         let (log, out) = self.files("wrk");
         let mut command = Command::new(wrk);
         command
             .args(["-t2", "-c64", "--latency", "-d"])
-            .arg(self.secs())
-            .arg(url);
+            .arg(self.secs());
+        for header in headers {
+            command.arg("-H").arg(header);
+        }
+        command.arg(url);
         let mut guard = Guard::spawn("wrk", command, &log, Some(&out))?;
         guard.wait(Duration::from_secs(self.seconds * 2 + 30))?;
         let text = std::fs::read_to_string(&out).unwrap_or_default();
@@ -453,6 +491,50 @@ fn wss_url(target: &Target) -> Result<String, String> {
 /// The target's TLS port as an https:// URL.
 fn https_url(target: &Target) -> Result<String, String> {
     wss_url(target).map(|url| url.replacen("wss://", "https://", 1))
+}
+
+/// One `GET /json` on port `port`, before the measurement: says how the
+/// answer came (encoding, bytes on the wire), and fails when a proxy does
+/// not follow `Accept-Encoding` (the backend never compresses) or the body
+/// is not the whole document.
+fn json_answer(port: u16, gzip: bool, proxy: bool) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("GET /json: cannot connect: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let accept = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    let request =
+        format!("GET /json HTTP/1.1\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("GET /json: {e}"))?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("GET /json: no complete answer")?;
+    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    let wire = answer.len() - end - 4;
+    let encoded = head.contains("content-encoding: gzip");
+    if proxy && gzip != encoded {
+        return Err(format!(
+            "GET /json (gzip: {gzip}) came back with head:\n{head}"
+        ));
+    }
+    if !encoded && wire < super::backend::JSON_SIZE {
+        return Err(format!(
+            "GET /json: {wire} bytes, expected the whole document"
+        ));
+    }
+    Ok(format!(
+        "/json: {} on the wire ({wire} bytes, chunked framing included)",
+        if encoded { "gzip" } else { "identity" }
+    ))
 }
 
 fn args(list: &[&str]) -> Vec<String> {

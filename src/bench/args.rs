@@ -68,7 +68,8 @@ pub struct BenchArgs {
     /// Target: ws:// or wss:// (http:// or https:// for the http mode).
     pub url: String,
 
-    /// How long to run (10s, 500ms, 2m). For hold: how long to hold the
+    /// How long to run: 10s, 500ms, 2m, "1m 30s" (the route file's units; a
+    /// bare number is seconds). For hold: how long to hold the
     /// connections once they are all open; for storm: how long to keep them
     /// once every attempt is over.
     #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
@@ -155,8 +156,21 @@ impl FromStr for Header {
     }
 }
 
-/// Parses `10s`, `500ms`, `2m`, `1h`, `250us`, `1.5s`. A bare number is seconds.
+/// Parses durations as the route file writes them (`10s`, `500ms`, `2m`,
+/// `1h`, `1m 30s`), plus fractions (`1.5s`) and `250us`. A bare number is
+/// seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, BenchError> {
+    simple_duration(s).or_else(|e| {
+        let t = s.trim();
+        if t.is_empty() || t.starts_with('-') {
+            return Err(e);
+        }
+        crate::config::units::parse_duration(t).map_err(|_| e)
+    })
+}
+
+/// One number and one unit.
+fn simple_duration(s: &str) -> Result<Duration, BenchError> {
     let bad = || BenchError::InvalidDuration(s.to_string());
     let t = s.trim();
     let split = t
@@ -219,6 +233,12 @@ mod tests {
             parse_duration("250us").ok(),
             Some(Duration::from_micros(250))
         );
+        assert_eq!(parse_duration("1m 30s").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("1h30m").ok(),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(parse_duration("2min").ok(), Some(Duration::from_secs(120)));
         for bad in ["", "s", "10x", "-1s", "1..2s", "ms10"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -15,7 +15,9 @@ use tokio_tungstenite::tungstenite;
 /// Why a benchmark could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("invalid duration {0:?}: expected a number with a unit, like 10s, 500ms or 2m")]
+    #[error(
+        "invalid duration {0:?}: write it like 10s, 500ms, 2m, 1h or \"1m 30s\" (a bare number is seconds)"
+    )]
     InvalidDuration(String),
     #[error("invalid size {0:?}: expected bytes, like 64, 4KiB, 1MiB or 1MB")]
     InvalidSize(String),

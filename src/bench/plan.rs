@@ -181,6 +181,18 @@ impl Target {
             url: url.to_string(),
             reason: reason.to_string(),
         };
+        if !url.contains("://") {
+            let scheme = if mode == Mode::Http { "http" } else { "ws" };
+            let example = if url.trim().is_empty() {
+                format!("{scheme}://127.0.0.1:8080/")
+            } else {
+                format!("{scheme}://{}", url.trim())
+            };
+            return Err(bad(&format!(
+                "it needs a scheme: write {example} (wss:// or https:// for TLS; the mode decides \
+                 whether WebSocket or plain HTTP is spoken)"
+            )));
+        }
         let uri: Uri = url
             .parse()
             .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
@@ -259,7 +271,23 @@ mod tests {
         assert_eq!(t.ws_uri(), "ws://127.0.0.1:8080/");
 
         assert!(Target::parse("ftp://x/", Mode::Echo).is_err());
-        assert!(Target::parse("127.0.0.1:80", Mode::Echo).is_err());
+        for (url, mode, hint) in [
+            ("127.0.0.1:80", Mode::Echo, "write ws://127.0.0.1:80"),
+            (
+                "127.0.0.1:8080/ws/chat",
+                Mode::Hold,
+                "write ws://127.0.0.1:8080/ws/chat",
+            ),
+            (
+                "localhost:8080/",
+                Mode::Http,
+                "write http://localhost:8080/",
+            ),
+        ] {
+            let error = Target::parse(url, mode).unwrap_err().to_string();
+            assert!(error.contains(hint), "{url}: {error}");
+            assert!(!error.contains("invalid format"), "{url}: {error}");
+        }
         assert!(Target::parse("ws://u:p@host/", Mode::Echo).is_err());
     }
 

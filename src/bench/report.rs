@@ -237,7 +237,17 @@ impl Report {
                 ),
             );
         }
-        if self.bytes_sent > 0 || self.bytes_received > 0 {
+        if self.mode == Mode::Http {
+            // Only responses come back: what they carried is the figure.
+            row(
+                "received",
+                format!(
+                    "{:.2} MB of response bodies ({:.2} MB/s)",
+                    self.bytes_received as f64 / 1e6,
+                    self.received_mb_per_sec
+                ),
+            );
+        } else if self.bytes_sent > 0 || self.bytes_received > 0 {
             row(
                 "throughput",
                 format!(

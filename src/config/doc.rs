@@ -289,7 +289,6 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// A table of string values (`{ "X-Env" = "prod" }`), in file order.
-    #[allow(dead_code)]
     pub fn string_map(&self, key: &str, expected: &str) -> Option<Spanned<StringMap>> {
         let table = self.table(key)?;
         let mut map = Vec::new();
@@ -387,7 +386,6 @@ impl<'a, 'i> Entry<'a, 'i> {
     }
 
     /// The entry's value as a string.
-    #[allow(dead_code)]
     pub fn string(&self, expected: &str) -> Option<Spanned<String>> {
         match self.value.get_ref() {
             DeValue::String(s) => Some(Spanned::new(self.value.span(), s.to_string())),

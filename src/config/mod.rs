@@ -14,6 +14,8 @@ mod validate;
 
 pub use fleet::{Balance, HashKey, HealthCheck, UpstreamTls};
 
+use crate::header_rules::HeaderRules;
+use crate::redirect::Template;
 use crate::router::HostPattern;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +35,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     /// Routes in file order.
     pub routes: Vec<Arc<RouteConfig>>,
+    /// Where `[server] admin` is written, for messages about its port.
+    pub admin_at: Option<Position>,
 }
 
 /// `[server]`.
@@ -111,6 +115,8 @@ pub struct ListenerConfig {
     /// TLS listeners: ALPN offers `h2` before `http/1.1` (the `http2` key;
     /// always `false` on a plain listener).
     pub http2: bool,
+    /// Where its `bind` is written, for messages about its port.
+    pub bind_at: Option<Position>,
     /// Each connection starts with a PROXY protocol (v1 or v2) header.
     pub proxy_protocol: bool,
     /// Open connections one client address may have; `0` = no cap.
@@ -242,15 +248,25 @@ pub struct RouteConfig {
     pub host: Option<HostPattern>,
     /// The path prefix, always starting with `/`.
     pub path: String,
+    /// Only requests that arrived over this scheme (`None`: any).
+    pub scheme: Option<Scheme>,
     pub target: RouteTarget,
+    /// `response_headers`: set or removed on every response of the route.
+    pub response_headers: HeaderRules,
+    /// `compress`: compress compressible responses the client accepts.
+    pub compress: bool,
 }
 
 impl RouteConfig {
-    /// A short name for logs and metric labels: `host` + `path`.
+    /// A short name for logs and metric labels: `host` + `path`, with
+    /// `scheme://` in front for a route narrowed to one scheme (`*` for any
+    /// host): `/`, `chat.example.com/`, `http://*/`.
     pub fn name(&self) -> String {
-        match &self.host {
-            Some(host) => format!("{host}{}", self.path),
-            None => self.path.clone(),
+        match (&self.scheme, &self.host) {
+            (None, Some(host)) => format!("{host}{}", self.path),
+            (None, None) => self.path.clone(),
+            (Some(scheme), Some(host)) => format!("{scheme}://{host}{}", self.path),
+            (Some(scheme), None) => format!("{scheme}://*{}", self.path),
         }
     }
 }
@@ -262,6 +278,15 @@ pub enum RouteTarget {
     Proxy(ProxyRoute),
     /// Serve files from a folder.
     Static(StaticRoute),
+    /// Answer every request with a redirect.
+    Redirect(RedirectRoute),
+}
+
+/// `redirect = "…"` with its `status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedirectRoute {
+    pub to: Template,
+    pub status: http::StatusCode,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -278,6 +303,9 @@ pub struct ProxyRoute {
     pub max_message_size: u64,
     /// A tunnel older than this (±10 %) is closed; zero: never.
     pub max_lifetime: Duration,
+    /// `request_headers`: set or removed on requests sent upstream, after
+    /// the forwarding headers.
+    pub request_headers: HeaderRules,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -325,6 +353,9 @@ pub mod defaults {
     pub fn shutdown_spread(shutdown_timeout: Duration) -> Duration {
         Duration::from_secs(10).min(shutdown_timeout / 2)
     }
+
+    /// `status` of a redirect route.
+    pub const REDIRECT_STATUS: http::StatusCode = http::StatusCode::PERMANENT_REDIRECT;
 }
 
 /// A line and column in the route file, both counted from 1.

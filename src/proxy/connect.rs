@@ -17,13 +17,17 @@
 //! ordinary response (the smuggling defence of [`super::upgrade`]), except
 //! a `2xx`: on a `CONNECT` that would tell the client its WebSocket is
 //! open, so it is a `502`. Every other `CONNECT` is a `501`: a reverse
-//! proxy opens no tunnels to where clients ask.
+//! proxy opens no tunnels to where clients ask. A static route answers as
+//! it answers any method it does not serve, a redirect route with its
+//! redirect; the route's `request_headers` apply to the upgrade request,
+//! as over HTTP/1.1.
 
 use crate::body::{RequestBody, ResponseBody};
+use crate::compress::Accepted;
 use crate::error::{BAD_WEBSOCKET_VERSION, ProxyError};
 use crate::metrics::Refusal;
 use crate::proxy::upgrade::{check_origin, limits};
-use crate::proxy::{Peer, headers, outgoing};
+use crate::proxy::{Peer, headers, outgoing, redirect};
 use crate::state::{ActiveRoute, State, Target};
 use crate::upstream::UpgradeAnswer;
 use crate::ws::relay::{Handover, Tunnel};
@@ -61,7 +65,9 @@ pub async fn relay(
     let (upstream, proxy) = match &route.target {
         Target::Proxy { upstream, route } => (upstream, route),
         // A file server has no WebSocket: its usual answer (405).
-        Target::Static(files) => return Ok((files.serve(&req).await?, None)),
+        Target::Static(files) => return Ok((files.serve(&req, Accepted::default()).await?, None)),
+        // As an HTTP/1.1 upgrade to that route gets it.
+        Target::Redirect(to) => return Ok((redirect::answer(to, host, req.uri())?, None)),
     };
     let stats = &route.stats;
     check_origin(req.headers(), proxy, stats)?;
@@ -76,10 +82,14 @@ pub async fn relay(
     let expected_accept = derive_accept_key(key.as_bytes());
     parts.method = Method::GET;
     parts.extensions.clear();
-    if let Ok(key) = HeaderValue::try_from(key) {
-        parts.headers.insert(header::SEC_WEBSOCKET_KEY, key);
+    let mut request = outgoing(parts, &peer.client, host, true, RequestBody::Empty);
+    if !proxy.request_headers.is_empty() {
+        proxy.request_headers.apply(&mut request.headers);
     }
-    let request = outgoing(parts, &peer.client, host, true, RequestBody::Empty);
+    // The key last: the accept check below depends on it.
+    if let Ok(key) = HeaderValue::try_from(key) {
+        request.headers.insert(header::SEC_WEBSOCKET_KEY, key);
+    }
     let (mut head, stream, early, lease) = match upstream.send_upgrade(request).await? {
         UpgradeAnswer::Switched {
             head,

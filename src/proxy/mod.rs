@@ -1,15 +1,19 @@
-//! Serving one HTTP request: check it, route it, then forward it, upgrade it
-//! or serve a file; answer errors; open and close its access record.
+//! Serving one HTTP request: check it, route it, then forward it, upgrade it,
+//! serve a file or redirect it; answer errors; finish the response head by
+//! the route's rules (compression, `response_headers`); open and close its
+//! access record.
 
 pub mod checks;
 pub mod connect;
 pub mod headers;
+pub mod redirect;
 pub mod streams;
 pub mod upgrade;
 
 use crate::access::{Record, RequestInfo};
-use crate::body::{RequestBody, ResponseBody};
-use crate::config::Scheme;
+use crate::body::{self, RequestBody, ResponseBody};
+use crate::compress::{self, Accepted};
+use crate::config::{ProxyRoute, Scheme};
 use crate::error::ProxyError;
 use crate::state::{ActiveRoute, State, Target};
 use crate::upstream::{Outgoing, Upstream};
@@ -124,7 +128,7 @@ pub async fn handle(
     };
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
     let route = match checked {
-        Ok(_) => generation.route(host_str, path),
+        Ok(_) => generation.route(peer.client.scheme, host_str, path),
         Err(_) => None,
     };
     let mut request = RequestInfo::new(
@@ -134,13 +138,26 @@ pub async fn handle(
         host.clone(),
     );
     request.version = req.version();
+    let accepted = match route {
+        Some(route) if route.config.compress => compress::negotiate(req.headers()),
+        _ => Accepted::default(),
+    };
     let stats = route.map_or(&generation.unrouted, |r| &r.stats).clone();
     let version = req.version();
     let served = match (checked, peer.over_ip_cap) {
         (_, Some(limit)) => Err(ProxyError::OverIpCap { limit }),
         (Ok(_), None) => {
             let body_timeout = generation.config.server.client_body_timeout;
-            serve(req, &peer, host.as_ref(), route, state, body_timeout).await
+            serve(
+                req,
+                &peer,
+                host.as_ref(),
+                route,
+                accepted,
+                state,
+                body_timeout,
+            )
+            .await
         }
         (Err(refused), None) => Err(refused),
     };
@@ -154,9 +171,52 @@ pub async fn handle(
             error_response(&error, version)
         }
     };
+    if let Some(route) = route
+        && (route.config.compress || !route.config.response_headers.is_empty())
+    {
+        finish_head(route, &request.method, accepted, &mut response);
+    }
+    let length = body::wire_length(
+        &request.method,
+        response.status(),
+        response.headers(),
+        response.body(),
+    );
     let record = Record::new(started, response.status(), stats, request);
-    response.body_mut().set_record(record);
+    response.body_mut().set_record(record, length);
     Ok(response)
+}
+
+/// What a route does to every response head it answers with, whoever made
+/// the response: compression (`compress`), then `response_headers`, which
+/// have the last word.
+fn finish_head(
+    route: &ActiveRoute,
+    method: &http::Method,
+    accepted: Accepted,
+    response: &mut Response<ResponseBody>,
+) {
+    let config = &route.config;
+    // The 2xx of a CONNECT (a WebSocket over HTTP/2) opens a tunnel: it has
+    // no body to compress (RFC 9110 §9.3.6).
+    if config.compress && method != http::Method::CONNECT {
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or_else(|| response.body().size_hint().exact());
+        if compress::eligible(response.status(), response.headers(), length) {
+            compress::add_vary(response.headers_mut());
+            if let Some(coding) = accepted.best {
+                compress::encode_head(response.headers_mut(), coding);
+                if method != http::Method::HEAD {
+                    let body = std::mem::replace(response.body_mut(), ResponseBody::empty());
+                    *response.body_mut() = body.compressed(coding);
+                }
+            }
+        }
+    }
+    config.response_headers.apply(response.headers_mut());
 }
 
 async fn serve(
@@ -164,6 +224,7 @@ async fn serve(
     peer: &Peer,
     host: Option<&HeaderValue>,
     route: Option<&ActiveRoute>,
+    accepted: Accepted,
     state: &State,
     body_timeout: std::time::Duration,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
@@ -179,7 +240,8 @@ async fn serve(
     }
     let route = route.ok_or(ProxyError::NoRoute)?;
     match &route.target {
-        Target::Static(files) => Ok((files.serve(&req).await?, None)),
+        Target::Static(files) => Ok((files.serve(&req, accepted).await?, None)),
+        Target::Redirect(to) => Ok((redirect::answer(to, host, req.uri())?, None)),
         Target::Proxy {
             upstream,
             route: proxy,
@@ -198,7 +260,7 @@ async fn serve(
                 ))
                 .await
             } else {
-                forward(req, &peer.client, host, upstream, body_timeout).await
+                forward(req, &peer.client, host, proxy, upstream, body_timeout).await
             }
         }
     }
@@ -228,6 +290,7 @@ async fn forward(
     req: Request<Incoming>,
     client: &ClientSide,
     host: Option<&HeaderValue>,
+    route: &ProxyRoute,
     upstream: &Upstream,
     body_timeout: std::time::Duration,
 ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
@@ -237,9 +300,11 @@ async fn forward(
     } else {
         RequestBody::streaming(body, body_timeout)
     };
-    let answer = upstream
-        .send(outgoing(parts, client, host, false, body))
-        .await?;
+    let mut request = outgoing(parts, client, host, false, body);
+    if !route.request_headers.is_empty() {
+        route.request_headers.apply(&mut request.headers);
+    }
+    let answer = upstream.send(request).await?;
     let server = answer.server.name.clone();
     if answer.response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // Nobody asked to switch: there is no tunnel to relay it into, and
@@ -293,6 +358,9 @@ fn error_response(error: &ProxyError, version: Version) -> Response<ResponseBody
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if matches!(error, ProxyError::MethodNotAllowed) {
+        headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
     if let Some(seconds) = error.retry_after() {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }

@@ -47,15 +47,11 @@ pub async fn relay(
     // Claim the client's side of the upgrade before the request is consumed.
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _empty_body) = req.into_parts();
-    let answer = upstream
-        .send_upgrade(outgoing(
-            parts,
-            &peer.client,
-            host,
-            true,
-            RequestBody::Empty,
-        ))
-        .await?;
+    let mut request = outgoing(parts, &peer.client, host, true, RequestBody::Empty);
+    if !route.request_headers.is_empty() {
+        route.request_headers.apply(&mut request.headers);
+    }
+    let answer = upstream.send_upgrade(request).await?;
     let (mut head, stream, early, lease) = match answer {
         UpgradeAnswer::Switched {
             head,

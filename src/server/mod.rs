@@ -75,17 +75,22 @@ impl Listener {
         let local = socket.local_addr()?;
         let stop = CancellationToken::new();
         let per_ip = Arc::new(PerIp::default());
+        // Created here, not in the accept loops, so that a scrape right
+        // after the listener is up already shows them at 0; one handle for
+        // every connection to clone.
+        let stats = Arc::new(ConnectionStats::new(&state, local));
         for worker in workers.handles() {
             let copy = socket.try_clone()?;
             let tracker = state.tasks.clone();
-            let (state, stop, per_ip) = (state.clone(), stop.clone(), per_ip.clone());
+            let (state, stop, per_ip, stats) =
+                (state.clone(), stop.clone(), per_ip.clone(), stats.clone());
             // Tracked, so a drain ends only once every copy of the socket
             // is closed.
             let accept = tracker.track_future(async move {
                 match TcpListener::from_std(copy) {
                     Ok(socket) => {
                         let span = tracing::info_span!("listener", addr = %local);
-                        accept_loop(socket, key, local, state, stop, per_ip)
+                        accept_loop(socket, key, local, state, stop, per_ip, stats)
                             .instrument(span)
                             .await;
                     }
@@ -110,9 +115,8 @@ async fn accept_loop(
     state: Arc<State>,
     stop: CancellationToken,
     per_ip: Arc<PerIp>,
+    stats: Arc<ConnectionStats>,
 ) {
-    // One handle per connection to clone, as the one gauge was before.
-    let stats = Arc::new(ConnectionStats::new(&state, local));
     loop {
         // A slot first: at max_connections, new connections wait in the
         // backlog until one closes.

@@ -556,3 +556,95 @@ async fn a_plain_listener_speaks_http1_only() {
     }
     assert_eq!(backend.count(), 0);
 }
+
+#[tokio::test]
+async fn redirects_header_rules_and_compression_apply_over_h2_as_over_http1() {
+    let document = format!(
+        "{{\"messages\":[{}]}}",
+        vec!["{\"from\":\"alice\",\"text\":\"hello over h2\"}"; 60].join(",")
+    );
+    let answer: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nServer: backend/1.0\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{document}",
+            document.len()
+        )
+        .into_boxed_str(),
+    );
+    let backend = RawBackend::start_closing(answer).await;
+    let dir = TestDir::new();
+    let ca = TestCa::create(&dir);
+    let toml = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"certs/server.crt\", key = \"certs/server.key\" }}\n\
+         [upstream.api]\nservers = [\"{}\"]\n\
+         [[route]]\npath = \"/api/\"\nupstream = \"api\"\ncompress = true\n\
+         response_headers = {{ \"X-Frame-Options\" = \"DENY\", \"Server\" = \"\" }}\n\
+         request_headers = {{ \"X-Via-Rule\" = \"h2\" }}\n\
+         [[route]]\npath = \"/old/\"\nredirect = \"https://{{host}}/new{{uri}}\"\n",
+        backend.addr
+    );
+    let proxy = TestProxy::start(&dir, &toml).await;
+    let client = H2Client::connect(proxy.https(), &ca).await;
+
+    let got = client
+        .get("/api/messages", &[("accept-encoding", "gzip")])
+        .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.headers["content-encoding"], "gzip");
+    assert!(
+        got.headers["vary"]
+            .to_str()
+            .unwrap()
+            .eq_ignore_ascii_case("accept-encoding")
+    );
+    assert_eq!(got.headers["x-frame-options"], "DENY");
+    assert!(!got.headers.contains_key("server"), "{:?}", got.headers);
+    assert!(!got.headers.contains_key("content-length"));
+    let mut decoded = String::new();
+    tokio::io::AsyncReadExt::read_to_string(
+        &mut async_compression::tokio::bufread::GzipDecoder::new(&got.body[..]),
+        &mut decoded,
+    )
+    .await
+    .expect("gzip");
+    assert_eq!(decoded, document);
+    let head = backend.heads.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(head.contains("\r\nx-via-rule: h2\r\n"), "{head}");
+    assert!(head.contains("\r\nhost: localhost:"), "{head}");
+
+    let got = client.get("/old/page?x=1", &[]).await;
+    assert_eq!(got.status, StatusCode::PERMANENT_REDIRECT);
+    // `{host}` is the :authority without its port.
+    assert_eq!(
+        got.headers["location"],
+        "https://localhost/new/old/page?x=1"
+    );
+}
+
+#[tokio::test]
+async fn the_http2_series_exist_at_zero_from_the_start() {
+    let backend = HttpBackend::start("a").await;
+    let (_dir, _ca, proxy) = start(backend.addr).await;
+    let scrape = scrape(proxy.admin.unwrap()).await;
+    let listener = proxy.https().to_string();
+    for http in ["1.1", "2"] {
+        assert_eq!(
+            metric(
+                &scrape,
+                "switchyard_http_connections_total",
+                &[("listener", &listener), ("http", http)]
+            ),
+            Some(0.0),
+            "{http}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &scrape,
+            "switchyard_http2_goaways_total",
+            &[("reason", "enhance_your_calm")]
+        ),
+        Some(0.0)
+    );
+}

@@ -653,3 +653,66 @@ async fn rebalancing_says_goodbye_on_http2_streams_too() {
         reader.abort();
     }
 }
+
+#[tokio::test]
+async fn header_rules_apply_to_the_handshake_and_nothing_reaches_the_stream() {
+    let backend = RawWs::start(SWITCH).await;
+    let dir = TestDir::new();
+    let ca = TestCa::create(&dir);
+    let toml = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"certs/server.crt\", key = \"certs/server.key\" }}\n\
+         [upstream.ws]\nservers = [\"{}\"]\n\
+         [[route]]\npath = \"/ws/\"\nupstream = \"ws\"\ncompress = true\n\
+         response_headers = {{ \"X-Response-Rule\" = \"response-marker\" }}\n\
+         request_headers = {{ \"X-Request-Rule\" = \"request-marker\" }}\n\
+         [[route]]\npath = \"/moved/\"\nredirect = \"/ws/\"\n",
+        backend.addr
+    );
+    let proxy = TestProxy::start(&dir, &toml).await;
+    let client = H2Client::connect(proxy.https(), &ca).await;
+    let mut sender = client.sender.clone();
+    let req = client.websocket_request("/ws/chat", &[("accept-encoding", "gzip, br")]);
+    let mut response = within(sender.send_request(req)).await.unwrap();
+    // The 200 is a response of the route: it carries the rule, and is not
+    // compressed.
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-response-rule"], "response-marker");
+    assert!(!response.headers().contains_key("content-encoding"));
+    let upgraded = within(hyper::upgrade::on(&mut response)).await.unwrap();
+    let mut stream = hyper_util::rt::TokioIo::new(upgraded);
+    // A masked client frame, "ping!", comes back from the echo as it went.
+    let sent = [
+        0x81,
+        0x85,
+        1,
+        2,
+        3,
+        4,
+        b'p' ^ 1,
+        b'i' ^ 2,
+        b'n' ^ 3,
+        b'g' ^ 4,
+        b'!' ^ 1,
+    ];
+    within(stream.write_all(&sent)).await.unwrap();
+    let mut back = [0u8; 11];
+    within(stream.read_exact(&mut back)).await.unwrap();
+    assert_eq!(back, sent, "the bytes, untouched");
+    let head = backend.heads.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(
+        head.contains("\r\nx-request-rule: request-marker\r\n"),
+        "{head}"
+    );
+    // The proxy's own key, whatever the rules: the accept matched.
+    assert_eq!(head.matches("sec-websocket-key:").count(), 1, "{head}");
+
+    // A WebSocket to a redirect route gets the redirect, as over HTTP/1.1.
+    let got = client
+        .websocket("/moved/x", &[])
+        .await
+        .expect_err("a redirect");
+    assert_eq!(got.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(got.headers["location"], "/ws/");
+    assert_eq!(backend.heads.lock().unwrap().len(), 1);
+}

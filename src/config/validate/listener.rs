@@ -84,6 +84,7 @@ impl Checker<'_> {
                 bind: addr,
                 http2: wants_http2 && tls.is_some(),
                 tls,
+                bind_at: Some(self.position(bind.span().start)),
                 proxy_protocol,
                 max_connections_per_ip,
             });

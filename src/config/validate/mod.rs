@@ -50,7 +50,12 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         let upstream_tables = root.table("upstream");
         let upstreams = checker.upstreams(upstream_tables.as_ref());
         let routes = checker.routes(&root.tables("route"), &upstreams);
+        let admin_at = server
+            .admin
+            .as_ref()
+            .map(|(_, span)| checker.position(span.start));
         Config {
+            admin_at,
             path: path.to_path_buf(),
             server: server.settings,
             listeners,

@@ -4,7 +4,12 @@
 use super::Checker;
 use super::upstream::Upstreams;
 use crate::config::doc::Table;
-use crate::config::{OriginPolicy, ProxyRoute, RouteConfig, RouteTarget, StaticRoute, defaults};
+use crate::config::{
+    OriginPolicy, ProxyRoute, RedirectRoute, RouteConfig, RouteTarget, Scheme, StaticRoute,
+    defaults,
+};
+use crate::header_rules::{self, Direction, HeaderRules};
+use crate::redirect::{self, Template};
 use crate::router::HostPattern;
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -21,11 +26,36 @@ impl Checker<'_> {
         for table in tables {
             let path = table.string("path", "a path prefix such as \"/ws/\"");
             let host = table.string("host", "a host such as \"chat.example.com\"");
+            let scheme = table.string("scheme", "\"http\" or \"https\"");
             let upstream = table.string("upstream", "the name of an [upstream.NAME]");
             if let Some(upstream) = &upstream {
                 named.insert(upstream.get_ref().clone());
             }
+            let response_headers =
+                self.header_rules(table, "response_headers", Direction::Response);
+            let compress = table.boolean("compress");
             let target = self.target(table, upstream, upstreams);
+            let scheme = scheme.and_then(|scheme| match scheme.get_ref().as_str() {
+                "http" => Some(Scheme::Http),
+                "https" => Some(Scheme::Https),
+                other => {
+                    self.error_at(
+                        &scheme,
+                        format!("scheme {other:?} is neither \"http\" (plain listeners) nor \"https\" (TLS listeners)"),
+                    );
+                    None
+                }
+            });
+            let redirects = table.has("redirect") && !table.has("upstream") && !table.has("root");
+            if let Some(compress) = &compress
+                && redirects
+                && *compress.get_ref()
+            {
+                self.error_at(
+                    compress,
+                    "compress applies only to routes with an upstream or a root",
+                );
+            }
             let Some(path) = path else {
                 if !table.has("path") {
                     self.error(table.span(), "this route needs `path = \"/…\"`");
@@ -59,12 +89,16 @@ impl Checker<'_> {
             let config = RouteConfig {
                 host,
                 path: path.get_ref().clone(),
+                scheme,
                 target,
+                response_headers,
+                compress: compress.is_some_and(|c| *c.get_ref()),
             };
-            if let Some((_, span)) = routes
-                .iter()
-                .find(|(other, _)| other.host == config.host && other.path == config.path)
-            {
+            if let Some((_, span)) = routes.iter().find(|(other, _)| {
+                other.host == config.host
+                    && other.path == config.path
+                    && other.scheme == config.scheme
+            }) {
                 let message = format!(
                     "route {} duplicates the route at {}",
                     config.name(),
@@ -85,7 +119,8 @@ impl Checker<'_> {
         routes.into_iter().map(|(route, _)| route).collect()
     }
 
-    /// What the route does: proxy to an upstream or serve a folder.
+    /// What the route does: proxy to an upstream, serve a folder or
+    /// redirect.
     fn target(
         &self,
         table: &Table,
@@ -93,102 +128,193 @@ impl Checker<'_> {
         upstreams: &Upstreams,
     ) -> Option<RouteTarget> {
         let root = table.string("root", "the path of a folder");
+        let redirect = table.string("redirect", "a target such as \"https://{host}{uri}\"");
+        let status = table.integer("status", "a redirect status: 301, 302, 303, 307 or 308");
         let idle_timeout = self.duration_spanned(table, "idle_timeout");
         let origins = table.strings(
             "allow_origins",
             "an origin such as \"https://chat.example.com\"",
         );
+        let request_headers = self.header_rules(table, "request_headers", Direction::Request);
         let ws = self.websocket_keys(table);
-        match (upstream, root) {
-            (Some(_), Some(root)) => {
-                self.error_at(&root, "a route has `upstream` or `root`, not both");
-                None
-            }
-            (None, None) => {
-                if !table.has("upstream") && !table.has("root") {
+        // Keys that only a proxy route, or only a redirect, may carry.
+        let proxy_only = [
+            ("idle_timeout", idle_timeout.as_ref().map(Spanned::span)),
+            ("allow_origins", origins.as_ref().map(Spanned::span)),
+            ("request_headers", table.key_span("request_headers")),
+        ];
+        let misplaced = |keys: &[(&str, Option<std::ops::Range<usize>>)], only: &str| {
+            for (key, span) in keys {
+                if let Some(span) = span {
                     self.error(
-                        table.key_span("path").unwrap_or(table.span()),
-                        "this route needs `upstream = \"NAME\"` (proxy) or `root = \"DIR\"` (static files)",
+                        span.clone(),
+                        format!("{key} applies only to routes with {only}"),
                     );
                 }
-                None
             }
-            (Some(upstream), None) => {
-                if !upstreams.contains_key(upstream.get_ref()) {
-                    let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
-                    let known = if known.is_empty() {
-                        "none is defined".to_string()
-                    } else {
-                        format!("defined: {}", known.join(", "))
-                    };
-                    self.error_at(
-                        &upstream,
-                        format!("no upstream named {:?} ({known})", upstream.get_ref()),
-                    );
-                }
-                let idle_timeout = match idle_timeout {
-                    Some(d) if d.get_ref().is_zero() => {
-                        self.error_at(&d, "must be longer than zero");
-                        defaults::IDLE_TIMEOUT
-                    }
-                    Some(d) => d.into_inner(),
-                    None => defaults::IDLE_TIMEOUT,
-                };
-                let allow_origins = match origins {
-                    None => OriginPolicy::Any,
-                    Some(list) => {
-                        let mut allowed = Vec::new();
-                        for origin in list.get_ref() {
-                            match check_origin(origin.get_ref()) {
-                                Ok(()) => allowed.push(origin.get_ref().clone()),
-                                Err(message) => self.error_at(origin, message),
-                            }
-                        }
-                        OriginPolicy::Only(allowed)
-                    }
-                };
-                Some(RouteTarget::Proxy(ProxyRoute {
-                    upstream: upstream.into_inner(),
-                    idle_timeout,
-                    allow_origins,
-                    ping_interval: ws
-                        .ping_interval
-                        .map_or(defaults::PING_INTERVAL, |d| d.into_inner()),
-                    ping_timeout: ws
-                        .ping_timeout
-                        .map_or(defaults::PING_TIMEOUT, |d| d.into_inner()),
-                    max_message_size: ws
-                        .max_message_size
-                        .map_or(defaults::MAX_MESSAGE_SIZE, |n| n.into_inner()),
-                    max_lifetime: ws
-                        .max_lifetime
-                        .map_or(defaults::MAX_LIFETIME, |d| d.into_inner()),
-                }))
+        };
+        let status_span = status.as_ref().map(Spanned::span);
+        let given = [
+            upstream.is_some() || table.has("upstream"),
+            root.is_some() || table.has("root"),
+            redirect.is_some() || table.has("redirect"),
+        ];
+        match given.iter().filter(|g| **g).count() {
+            0 => {
+                self.error(
+                    table.key_span("path").unwrap_or(table.span()),
+                    "this route needs `upstream = \"NAME\"` (proxy), `root = \"DIR\"` (static files) \
+                     or `redirect = \"URL\"`",
+                );
+                return None;
             }
-            (None, Some(root)) => {
-                if let Some(idle) = &idle_timeout {
-                    self.error_at(idle, "idle_timeout applies only to routes with an upstream");
-                }
-                if let Some(origins) = &origins {
-                    self.error_at(
-                        origins,
-                        "allow_origins applies only to routes with an upstream",
-                    );
-                }
-                ws.refuse_on_static(self);
-                let dir = self.path(root.get_ref());
-                if !dir.is_dir() {
-                    let why = if dir.exists() {
-                        "is not a folder"
-                    } else {
-                        "does not exist"
-                    };
-                    self.error_at(&root, format!("root {} {why}", dir.display()));
-                    return None;
-                }
-                Some(RouteTarget::Static(StaticRoute { root: dir }))
+            1 => {}
+            _ => {
+                let second = [
+                    upstream.as_ref().map(Spanned::span),
+                    root.as_ref().map(Spanned::span),
+                    redirect.as_ref().map(Spanned::span),
+                ]
+                .into_iter()
+                .flatten()
+                .nth(1)
+                .unwrap_or(table.span());
+                self.error(
+                    second,
+                    "a route has exactly one of `upstream`, `root` or `redirect`",
+                );
+                return None;
             }
         }
+        if redirect.is_none() {
+            misplaced(&[("status", status_span.clone())], "a redirect");
+        }
+        if let Some(upstream) = upstream {
+            if !upstreams.contains_key(upstream.get_ref()) {
+                let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none is defined".to_string()
+                } else {
+                    format!("defined: {}", known.join(", "))
+                };
+                self.error_at(
+                    &upstream,
+                    format!("no upstream named {:?} ({known})", upstream.get_ref()),
+                );
+            }
+            let idle_timeout = match idle_timeout {
+                Some(d) if d.get_ref().is_zero() => {
+                    self.error_at(&d, "must be longer than zero");
+                    defaults::IDLE_TIMEOUT
+                }
+                Some(d) => d.into_inner(),
+                None => defaults::IDLE_TIMEOUT,
+            };
+            let allow_origins = match origins {
+                None => OriginPolicy::Any,
+                Some(list) => {
+                    let mut allowed = Vec::new();
+                    for origin in list.get_ref() {
+                        match check_origin(origin.get_ref()) {
+                            Ok(()) => allowed.push(origin.get_ref().clone()),
+                            Err(message) => self.error_at(origin, message),
+                        }
+                    }
+                    OriginPolicy::Only(allowed)
+                }
+            };
+            return Some(RouteTarget::Proxy(ProxyRoute {
+                upstream: upstream.into_inner(),
+                idle_timeout,
+                allow_origins,
+                request_headers,
+                ping_interval: ws
+                    .ping_interval
+                    .map_or(defaults::PING_INTERVAL, |d| d.into_inner()),
+                ping_timeout: ws
+                    .ping_timeout
+                    .map_or(defaults::PING_TIMEOUT, |d| d.into_inner()),
+                max_message_size: ws
+                    .max_message_size
+                    .map_or(defaults::MAX_MESSAGE_SIZE, |n| n.into_inner()),
+                max_lifetime: ws
+                    .max_lifetime
+                    .map_or(defaults::MAX_LIFETIME, |d| d.into_inner()),
+            }));
+        }
+        if let Some(root) = root {
+            misplaced(&proxy_only, "an upstream");
+            ws.refuse_without_upstream(self);
+            let dir = self.path(root.get_ref());
+            if !dir.is_dir() {
+                let why = if dir.exists() {
+                    "is not a folder"
+                } else {
+                    "does not exist"
+                };
+                self.error_at(&root, format!("root {} {why}", dir.display()));
+                return None;
+            }
+            return Some(RouteTarget::Static(StaticRoute { root: dir }));
+        }
+        let redirect = redirect?;
+        misplaced(&proxy_only, "an upstream");
+        ws.refuse_without_upstream(self);
+        let status = match status {
+            None => Some(defaults::REDIRECT_STATUS),
+            Some(status) => {
+                let code = *status.get_ref();
+                let known = u16::try_from(code)
+                    .ok()
+                    .filter(|c| redirect::STATUSES.contains(c))
+                    .and_then(|c| http::StatusCode::from_u16(c).ok());
+                if known.is_none() {
+                    self.error_at(
+                        &status,
+                        format!(
+                            "status {code} is not a redirect status: use 301, 302, 303, 307 or 308 \
+                             (308 and 307 keep the method and body, 301 and 302 may turn a POST into a GET)"
+                        ),
+                    );
+                }
+                known
+            }
+        };
+        let to = Template::parse(redirect.get_ref())
+            .map_err(|message| self.error_at(&redirect, message))
+            .ok();
+        Some(RouteTarget::Redirect(RedirectRoute {
+            to: to?,
+            status: status?,
+        }))
+    }
+
+    /// A header table (`response_headers`, `request_headers`): every entry
+    /// checked, each problem with its position.
+    fn header_rules(&self, table: &Table, key: &str, direction: Direction) -> HeaderRules {
+        let Some(map) = table.string_map(key, "a header value (\"\" removes the header)") else {
+            return HeaderRules::default();
+        };
+        let mut rules: Vec<header_rules::Rule> = Vec::new();
+        for (name, value) in map.into_inner() {
+            match header_rules::rule(name.get_ref(), value.get_ref(), direction) {
+                Ok(rule) => {
+                    if rules.iter().any(|r| r.name == rule.name) {
+                        self.error_at(
+                            &name,
+                            format!(
+                                "{key}: {} appears twice (header names ignore case)",
+                                name.get_ref()
+                            ),
+                        );
+                    } else {
+                        rules.push(rule);
+                    }
+                }
+                Err(message) => self.error_at(&name, format!("{key}: {message}")),
+            }
+        }
+        HeaderRules::new(rules)
     }
 }
 
@@ -231,8 +357,9 @@ impl Checker<'_> {
 }
 
 impl WebSocketKeys {
-    /// Static routes have no tunnels: each key set there is an error.
-    fn refuse_on_static(&self, checker: &Checker) {
+    /// Static files and redirects have no tunnels: each key set there is
+    /// an error.
+    fn refuse_without_upstream(&self, checker: &Checker) {
         let spans = [
             (
                 "ping_interval",
