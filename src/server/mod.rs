@@ -293,7 +293,10 @@ async fn serve(
     if h2 {
         stats.http2.inc();
         let state = client.state.clone();
-        http2::serve(io, client, header_timeout).await;
+        // Boxed: an HTTP/2 connection's state (its lingering close reads
+        // into a 4 KiB buffer) would otherwise be part of every connection
+        // task, and so of every HTTP/1.1 tunnel, which lives in that task.
+        Box::pin(http2::serve(io, client, header_timeout)).await;
         state.http_connections.fetch_sub(1, Ordering::Relaxed);
         stats.open.dec();
         return;
