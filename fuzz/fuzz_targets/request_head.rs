@@ -33,6 +33,10 @@ upstream = "a"
 path = "/api"
 upstream = "a"
 [[route]]
+scheme = "https"
+path = "/api"
+upstream = "a"
+[[route]]
 host = "chat.example.com"
 path = "/"
 upstream = "a"
@@ -90,8 +94,11 @@ fuzz_target!(|data: &[u8]| {
     let path = if checked.asterisk { "/" } else { req.uri().path() };
     let host = checked.host.as_ref().and_then(|h| h.to_str().ok());
     let (configs, router) = routes();
-    if let Some(i) = router.route(host, path) {
-        assert!(prefix_matches(&configs[i].path, path));
+    for scheme in [Scheme::Http, Scheme::Https] {
+        if let Some(i) = router.route(scheme, host, path) {
+            assert!(prefix_matches(&configs[i].path, path));
+            assert!(configs[i].scheme.is_none_or(|s| s == scheme));
+        }
     }
 
     let client = headers::ClientSide::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), Scheme::Http);

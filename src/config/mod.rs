@@ -9,14 +9,15 @@
 
 mod doc;
 pub mod fleet;
+mod host;
 pub mod units;
 mod validate;
 
 pub use fleet::{Balance, HashKey, HealthCheck, UpstreamTls};
+pub use host::HostPattern;
 
 use crate::header_rules::HeaderRules;
 use crate::redirect::Template;
-use crate::router::HostPattern;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;

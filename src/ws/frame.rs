@@ -9,7 +9,8 @@
 //! others. Only two kinds of frame are read whole, because the proxy must
 //! know what they say: close frames (code and reason, §5.5.1) and pongs of
 //! the length of the proxy's own ping payload (to tell its own answers from
-//! the peers'). Both are at most 131 bytes.
+//! the peers'). Both are at most 139 bytes (131 when the length is
+//! encoded in the fewest bytes, as §5.2 demands).
 //!
 //! The reader works on what the relay has just read and tells it, with a
 //! [`Scan`], how far the bytes may pass on unchanged and why it stopped.
@@ -37,10 +38,12 @@ pub mod opcode {
 /// The longest a control frame's payload may be (§5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
-/// The most bytes a [`Stop::Partial`] ever leaves: a control frame read
-/// whole (2 header bytes, a 4-byte mask and 125 payload bytes). A cut
+/// The most bytes a [`Stop::Partial`] ever leaves, and the longest frame a
+/// [`Stop::Control`] reads whole: a control frame of 125 payload bytes
+/// whose length a peer encoded in 64 bits (10 header bytes, against §5.2's
+/// fewest-bytes rule, but framed all the same) and a 4-byte mask. A cut
 /// header alone is at most 13.
-pub const MAX_PARTIAL: usize = 2 + 4 + MAX_CONTROL_PAYLOAD;
+pub const MAX_PARTIAL: usize = 10 + 4 + MAX_CONTROL_PAYLOAD;
 
 /// One frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -507,6 +510,33 @@ mod tests {
                 let data_end = frame.fin && frame.opcode <= opcode::BINARY;
                 assert_eq!(reader.messages, u64::from(data_end));
             }
+        }
+    }
+
+    /// Found by the `ws_frames` fuzzer: a close frame whose length a peer
+    /// wrote in 64 bits is still read whole, and is longer than a minimal
+    /// one; `MAX_PARTIAL` must cover it.
+    #[test]
+    fn a_close_with_a_long_length_form_is_read_whole_at_every_split() {
+        let key = [9, 8, 7, 6];
+        let mut payload = 1001u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(&[b'x'; MAX_CONTROL_PAYLOAD - 2]);
+        let mut bytes = vec![0x80 | opcode::CLOSE, 0x80 | 127];
+        bytes.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(&key);
+        let mut masked = payload.clone();
+        unmask(&mut masked, key, 0);
+        bytes.extend_from_slice(&masked);
+        assert_eq!(bytes.len(), MAX_PARTIAL);
+        for cut in 0..=bytes.len() {
+            let mut reader = Reader::default();
+            let (passed, controls, _) = relay_like(&mut reader, &[&bytes[..cut], &bytes[cut..]]);
+            assert_eq!(passed, bytes, "cut at {cut}");
+            assert_eq!(
+                controls,
+                vec![(opcode::CLOSE, payload.clone())],
+                "cut at {cut}"
+            );
         }
     }
 

@@ -5,12 +5,11 @@ use super::Checker;
 use super::upstream::Upstreams;
 use crate::config::doc::Table;
 use crate::config::{
-    OriginPolicy, ProxyRoute, RedirectRoute, RouteConfig, RouteTarget, Scheme, StaticRoute,
-    defaults,
+    HostPattern, OriginPolicy, ProxyRoute, RedirectRoute, RouteConfig, RouteTarget, Scheme,
+    StaticRoute, defaults,
 };
 use crate::header_rules::{self, Direction, HeaderRules};
 use crate::redirect::{self, Template};
-use crate::router::HostPattern;
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::time::Duration;
