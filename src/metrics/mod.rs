@@ -10,6 +10,9 @@
 //! status classes of every route, both reload results, both accept error
 //! kinds, the connect failures of every upstream server. Tunnel and upgrade
 //! series exist only for routes with an upstream, where tunnels can happen.
+//!
+//! `route` holds a route's handles, `certificates` the certificate
+//! series worked out at each scrape; the families live here.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,7 +21,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
-use std::time::Duration;
+
+mod certificates;
+mod route;
+
+pub use certificates::CertificateExpiry;
+use certificates::ExpiryCollector;
+pub use route::{Refusal, RouteStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
@@ -101,27 +110,6 @@ fn latency_histogram() -> Histogram {
 fn tunnel_histogram() -> Histogram {
     // 100 ms … ~7 days.
     Histogram::new(exponential_buckets(0.1, 4.0, 13))
-}
-
-/// Why a WebSocket upgrade did not become a tunnel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The upstream answered something other than `101`.
-    Not101,
-    /// The `Origin` is not in the route's `allow_origins`.
-    Origin,
-    /// The upstream's `101` carried a wrong `Sec-WebSocket-Accept` or `Upgrade`.
-    BadAccept,
-}
-
-impl Refusal {
-    fn label(self) -> &'static str {
-        match self {
-            Refusal::Not101 => "not-101",
-            Refusal::Origin => "origin",
-            Refusal::BadAccept => "bad-accept",
-        }
-    }
 }
 
 /// Every metric family, registered once per process.
@@ -415,62 +403,6 @@ impl Metrics {
         out
     }
 
-    /// Handles for one route's series; `tunnels`: the route can open
-    /// WebSocket tunnels (it has an upstream), so it has tunnel series too.
-    pub fn route(&self, name: &str, tunnels: bool) -> Arc<RouteStats> {
-        let route = || RouteLabels {
-            route: name.to_string(),
-        };
-        let status = |class: &str| {
-            self.requests.get_or_create_owned(&RequestLabels {
-                route: name.to_string(),
-                status: class.to_string(),
-            })
-        };
-        let bytes = |direction: &str| {
-            self.tunnel_bytes.get_or_create_owned(&BytesLabels {
-                route: name.to_string(),
-                direction: direction.to_string(),
-            })
-        };
-        let messages = |direction: &str| {
-            self.tunnel_messages.get_or_create_owned(&BytesLabels {
-                route: name.to_string(),
-                direction: direction.to_string(),
-            })
-        };
-        let pings = |result: &str| {
-            self.tunnel_pings.get_or_create_owned(&PingLabels {
-                route: name.to_string(),
-                result: result.to_string(),
-            })
-        };
-        let refused = |reason: Refusal| {
-            self.upgrades_refused.get_or_create_owned(&RefusedLabels {
-                route: name.to_string(),
-                reason: reason.label().to_string(),
-            })
-        };
-        let tunnel = tunnels.then(|| TunnelStats {
-            tunnels_open: self.tunnels_open.get_or_create_owned(&route()),
-            bytes_to_upstream: bytes("client_to_upstream"),
-            bytes_to_client: bytes("upstream_to_client"),
-            tunnel_duration: self.tunnel_duration.get_or_create_owned(&route()),
-            messages_to_upstream: messages("client_to_upstream"),
-            messages_to_client: messages("upstream_to_client"),
-            pongs: pings("pong"),
-            ping_timeouts: pings("timeout"),
-            closes: self.tunnel_closes.clone(),
-            refused: [Refusal::Not101, Refusal::Origin, Refusal::BadAccept].map(refused),
-        });
-        Arc::new(RouteStats {
-            name: Arc::from(name),
-            by_status: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(status),
-            duration: self.request_duration.get_or_create_owned(&route()),
-            tunnel,
-        })
-    }
-
     /// Gauge of open client connections on one listener.
     pub fn client_connections(&self, listener: &str) -> Gauge {
         self.client_connections
@@ -573,86 +505,6 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// Count one ACME order, `ok` or not.
-    pub fn acme_renewal(&self, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
-        self.acme_renewals
-            .get_or_create(&ResultLabels {
-                result: result.to_string(),
-            })
-            .inc();
-    }
-
-    /// Where `certificate_expiry_seconds` reads the certificates in service.
-    pub fn certificates_from(&self, source: std::sync::Weak<dyn CertificateExpiry>) {
-        *self
-            .certificates
-            .source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(source);
-    }
-}
-
-/// What holds the certificates in service: `(listener, name, not_after)`
-/// for each.
-pub trait CertificateExpiry: Send + Sync {
-    fn expiries(&self) -> Vec<(String, String, std::time::SystemTime)>;
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CertificateLabels {
-    listener: String,
-    name: String,
-}
-
-/// `switchyard_certificate_expiry_seconds`, worked out at each scrape:
-/// seconds left until each certificate in service expires.
-#[derive(Default)]
-struct ExpiryCollector {
-    source: std::sync::Mutex<Option<std::sync::Weak<dyn CertificateExpiry>>>,
-}
-
-impl std::fmt::Debug for ExpiryCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ExpiryCollector")
-    }
-}
-
-impl prometheus_client::collector::Collector for ExpiryCollector {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        let source = self
-            .source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(std::sync::Weak::upgrade);
-        let family =
-            Family::<CertificateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        let now = std::time::SystemTime::now();
-        for (listener, name, not_after) in source.map(|s| s.expiries()).unwrap_or_default() {
-            let left = match not_after.duration_since(now) {
-                Ok(left) => left.as_secs_f64(),
-                Err(past) => -past.duration().as_secs_f64(),
-            };
-            family
-                .get_or_create(&CertificateLabels { listener, name })
-                .set(left.round());
-        }
-        let metric = encoder.encode_descriptor(
-            "certificate_expiry_seconds",
-            "Seconds until each certificate in service expires (negative once expired), by listener and first name",
-            None,
-            family.metric_type(),
-        )?;
-        family.encode(metric)
-    }
-}
-
-impl Metrics {
     /// Gauge of client connections open in the process.
     pub fn connections_open(&self) -> &Gauge {
         &self.connections_open
@@ -676,127 +528,5 @@ impl Metrics {
                 listener: listener.to_string(),
             })
             .inc();
-    }
-}
-
-/// The `code` label of a close: the codes RFC 6455 defines as they are;
-/// the ranges left to libraries (3000–3999) and applications (4000–4999)
-/// as `3xxx` and `4xxx`, and anything else as `other`, so that peers
-/// cannot grow the number of series.
-fn close_code_label(code: u16) -> String {
-    match code {
-        1000..=1015 => code.to_string(),
-        3000..=3999 => "3xxx".to_string(),
-        4000..=4999 => "4xxx".to_string(),
-        _ => "other".to_string(),
-    }
-}
-
-/// One route's series, resolved once per configuration generation.
-#[derive(Debug)]
-pub struct RouteStats {
-    pub name: Arc<str>,
-    by_status: [Counter; 5],
-    duration: Histogram,
-    /// Only routes with an upstream have tunnel series.
-    tunnel: Option<TunnelStats>,
-}
-
-/// The tunnel and upgrade series of a route with an upstream.
-#[derive(Debug)]
-struct TunnelStats {
-    tunnels_open: Gauge,
-    bytes_to_upstream: Counter,
-    bytes_to_client: Counter,
-    tunnel_duration: Histogram,
-    messages_to_upstream: Counter,
-    messages_to_client: Counter,
-    pongs: Counter,
-    ping_timeouts: Counter,
-    closes: Family<CloseLabels, Counter>,
-    refused: [Counter; 3],
-}
-
-impl RouteStats {
-    pub fn request_done(&self, status: http::StatusCode, elapsed: Duration) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.by_status[class].inc();
-        self.duration.observe(elapsed.as_secs_f64());
-    }
-
-    // Tunnels happen only on routes with an upstream, whose stats have
-    // tunnel series; on any other route these have nothing to count.
-
-    pub fn tunnel_opened(&self) {
-        if let Some(t) = &self.tunnel {
-            t.tunnels_open.inc();
-        }
-    }
-
-    /// A tunnel closed: `by` sent the first Close (`client`, `upstream`,
-    /// `proxy`), with `code`.
-    pub fn tunnel_closed(&self, lifetime: Duration, by: &str, code: u16) {
-        if let Some(t) = &self.tunnel {
-            // Counted closed before it stops counting as open: a scrape in
-            // between never sees a tunnel in neither.
-            t.tunnel_duration.observe(lifetime.as_secs_f64());
-            t.closes
-                .get_or_create(&CloseLabels {
-                    route: self.name.to_string(),
-                    by: by.to_string(),
-                    code: close_code_label(code),
-                })
-                .inc();
-            t.tunnels_open.dec();
-        }
-    }
-
-    /// Count messages relayed: `to_upstream` from the client, or back.
-    pub fn tunnel_messages(&self, to_upstream: bool, n: u64) {
-        if let Some(t) = &self.tunnel {
-            if to_upstream {
-                t.messages_to_upstream.inc_by(n);
-            } else {
-                t.messages_to_client.inc_by(n);
-            }
-        }
-    }
-
-    /// Pongs answering the proxy's own pings.
-    pub fn tunnel_pongs(&self, n: u64) {
-        if let Some(t) = &self.tunnel
-            && n > 0
-        {
-            t.pongs.inc_by(n);
-        }
-    }
-
-    /// A side that did not answer the proxy's Ping in time.
-    pub fn tunnel_ping_timeout(&self) {
-        if let Some(t) = &self.tunnel {
-            t.ping_timeouts.inc();
-        }
-    }
-
-    /// Count bytes relayed: `to_upstream` from the client, or back.
-    pub fn tunnel_bytes(&self, to_upstream: bool, n: u64) {
-        if let Some(t) = &self.tunnel {
-            if to_upstream {
-                t.bytes_to_upstream.inc_by(n);
-            } else {
-                t.bytes_to_client.inc_by(n);
-            }
-        }
-    }
-
-    pub fn refused(&self, reason: Refusal) {
-        let i = match reason {
-            Refusal::Not101 => 0,
-            Refusal::Origin => 1,
-            Refusal::BadAccept => 2,
-        };
-        if let Some(t) = &self.tunnel {
-            t.refused[i].inc();
-        }
     }
 }

@@ -1,395 +1,23 @@
-//! Where access events go (`access_log`): with the other lines on stderr,
-//! nowhere, or a file of their own.
-//!
-//! Access events are `tracing` events with the `access` target, wherever
-//! they are made (a request's record, a closed tunnel). [`AccessLayer`]
-//! sits in the subscriber: for `"off"` it tells `tracing` nobody wants them,
-//! so they are not even formatted; for a file it formats each one into a
-//! buffer of the worker thread that made it, and a writer thread of its own
-//! moves the buffers to the file at least once a second, sooner when one
-//! passes 64 KiB. A worker never waits on the disk: it holds its own
-//! buffer's lock only to append a line, and if the writer falls behind by
-//! more than 4 MiB per worker, lines are dropped and counted rather than
-//! queued without bound. Lines of one worker keep their order; lines of
-//! different workers meet in the file a buffer at a time.
-//!
-//! The file is opened for appending, created if missing; [`reopen`]
-//! (SIGUSR1) closes and opens it again after logrotate moved it away;
-//! [`finish`] writes what is buffered (at exit).
-//!
-//! The destination is process-wide, like the subscriber itself, and set by
-//! [`configure`] at start and on each reload.
+//! One access line, text or JSON, written into a byte buffer: from a
+//! `tracing` event, or from a request's record without `tracing` at all.
+//! No I/O.
 
-use crate::config::{AccessLog, LogFormat};
-use arc_swap::ArcSwap;
+use super::RequestLine;
+use crate::config::LogFormat;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::fs::File;
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, LazyLock, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
-
-/// The target of access events.
-pub const TARGET: &str = "access";
-/// A worker's buffer is handed to the writer once it holds this much.
-const FLUSH_AT: usize = 64 * 1024;
-/// Beyond this much unwritten per worker, lines are dropped.
-const DROP_AT: usize = 4 * 1024 * 1024;
-/// The writer writes at least this often.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
-
-/// Where access events go now.
-enum Destination {
-    Stderr,
-    Off,
-    File(Arc<FileSink>),
-}
-
-static DESTINATION: LazyLock<ArcSwap<Destination>> =
-    LazyLock::new(|| ArcSwap::from_pointee(Destination::Stderr));
-
-/// Send access events where `setting` says, written as `format`. A file
-/// that cannot be opened leaves them where they were, and says why.
-pub fn configure(setting: &AccessLog, format: LogFormat) -> Result<(), String> {
-    let current = DESTINATION.load();
-    let next = match (setting, &**current) {
-        (AccessLog::Stderr, Destination::Stderr) | (AccessLog::Off, Destination::Off) => {
-            return Ok(());
-        }
-        (AccessLog::File(path), Destination::File(sink))
-            if sink.path == *path && sink.format == format =>
-        {
-            return Ok(());
-        }
-        (AccessLog::Stderr, _) => Destination::Stderr,
-        (AccessLog::Off, _) => Destination::Off,
-        (AccessLog::File(path), _) => Destination::File(FileSink::open(path.clone(), format)?),
-    };
-    let previous = DESTINATION.swap(Arc::new(next));
-    // Which callsites are wanted changed with the destination.
-    tracing::callsite::rebuild_interest_cache();
-    if let Destination::File(sink) = &*previous {
-        sink.flush();
-    }
-    Ok(())
-}
-
-/// Close and open the access log file again (after logrotate moved it).
-pub fn reopen() {
-    if let Destination::File(sink) = &**DESTINATION.load() {
-        sink.shared.reopen.store(true, Ordering::Release);
-        sink.flush();
-    }
-}
-
-/// Write everything buffered and wait for it (at exit).
-pub fn finish() {
-    if let Destination::File(sink) = &**DESTINATION.load() {
-        sink.flush();
-    }
-}
-
-/// One request's access line, as [`crate::access::Record`] closes it.
-pub struct RequestLine<'a> {
-    pub level: Level,
-    pub message: &'a str,
-    pub peer: std::net::SocketAddr,
-    pub method: &'a str,
-    /// The HTTP version the client spoke: `1.1`, `2`.
-    pub http: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub bytes: u64,
-    /// The request's duration, in microseconds.
-    pub micros: u128,
-    pub route: &'a str,
-    pub upstream: &'a str,
-    pub error: Option<&'a str>,
-}
-
-/// Write `line` to the access log file, if access events go to one: the
-/// fields straight into this thread's buffer, with none of `tracing`'s
-/// dispatch. `false`: no file, the caller emits the event.
-pub fn write_request(line: &RequestLine<'_>) -> bool {
-    let destination = DESTINATION.load();
-    let Destination::File(sink) = &**destination else {
-        return false;
-    };
-    sink.append(|out, format| format_request(out, line, format));
-    true
-}
-
-/// Whether access events go to a file of their own.
-pub fn to_file() -> bool {
-    matches!(**DESTINATION.load(), Destination::File(_))
-}
-
-/// Whether access events go nowhere (`access_log = "off"`).
-fn is_off() -> bool {
-    matches!(**DESTINATION.load(), Destination::Off)
-}
-
-/// Whether access events go to stderr with the other lines.
-pub fn to_stderr() -> bool {
-    matches!(**DESTINATION.load(), Destination::Stderr)
-}
-
-/// The `tracing` layer that takes access events to their destination.
-pub struct AccessLayer;
-
-impl<S: Subscriber> Layer<S> for AccessLayer {
-    fn register_callsite(
-        &self,
-        metadata: &'static Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        // Cached per callsite until `configure` rebuilds the cache: an
-        // access event nobody wants (`access_log = "off"`) costs nothing to
-        // skip. This layer's interest is the whole subscriber's: for
-        // `"stderr"` it must not veto the event the stderr layer writes.
-        if metadata.target() != TARGET || !is_off() {
-            tracing::subscriber::Interest::always()
-        } else {
-            tracing::subscriber::Interest::never()
-        }
-    }
-
-    fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
-        metadata.target() != TARGET || !is_off()
-    }
-
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != TARGET {
-            return;
-        }
-        if let Destination::File(sink) = &**DESTINATION.load() {
-            sink.write(event);
-        }
-    }
-}
-
-/// An access log file, its writer thread and the workers' buffers.
-pub struct FileSink {
-    path: PathBuf,
-    format: LogFormat,
-    /// Tells this sink's buffers from an earlier one's, per thread.
-    id: u64,
-    shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// One thread's lines waiting for the writer.
-type Buffer = Arc<Mutex<Vec<u8>>>;
-
-/// What workers and the writer share.
-struct Shared {
-    buffers: Mutex<Vec<Buffer>>,
-    reopen: AtomicBool,
-    stop: AtomicBool,
-    dropped: AtomicU64,
-    /// Flushes asked for and flushes done, for [`FileSink::flush`].
-    flushes: Mutex<(u64, u64)>,
-    flushed: Condvar,
-    writer: Mutex<Option<std::thread::Thread>>,
-}
+use tracing::{Event, Level};
 
 thread_local! {
-    /// This thread's buffer for the sink with the id beside it.
-    static BUFFER: RefCell<Option<(u64, Buffer)>> = const { RefCell::new(None) };
     /// The last second formatted, and its text (`2026-12-01T10:59:29`).
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-impl FileSink {
-    fn open(path: PathBuf, format: LogFormat) -> Result<Arc<FileSink>, String> {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        let file = open_append(&path)?;
-        let shared = Arc::new(Shared {
-            buffers: Mutex::new(Vec::new()),
-            reopen: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
-            flushes: Mutex::new((0, 0)),
-            flushed: Condvar::new(),
-            writer: Mutex::new(None),
-        });
-        let sink = Arc::new(FileSink {
-            path: path.clone(),
-            format,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            shared: shared.clone(),
-            writer: Mutex::new(None),
-        });
-        let writer = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_loop(path, file, &shared))
-            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
-        *lock(&sink.shared.writer) = Some(writer.thread().clone());
-        *lock(&sink.writer) = Some(writer);
-        Ok(sink)
-    }
-
-    /// Format `event` into this thread's buffer.
-    fn write(&self, event: &Event<'_>) {
-        self.append(|out, format| format_event(out, event, format));
-    }
-
-    /// Append one line, made by `line`, to this thread's buffer.
-    fn append(&self, line: impl FnOnce(&mut Vec<u8>, LogFormat)) {
-        let buffer = BUFFER.with(|b| {
-            let mut b = b.borrow_mut();
-            match &*b {
-                Some((id, buffer)) if *id == self.id => buffer.clone(),
-                _ => {
-                    let buffer = Arc::new(Mutex::new(Vec::with_capacity(FLUSH_AT)));
-                    lock(&self.shared.buffers).push(buffer.clone());
-                    *b = Some((self.id, buffer.clone()));
-                    buffer
-                }
-            }
-        });
-        let mut out = lock(&buffer);
-        if out.len() >= DROP_AT {
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        line(&mut out, self.format);
-        if out.len() >= FLUSH_AT {
-            drop(out);
-            self.shared.wake();
-        }
-    }
-
-    /// Have the writer write everything buffered now, and wait (at most a
-    /// few seconds) until it has.
-    fn flush(&self) {
-        let ticket = {
-            let mut flushes = lock(&self.shared.flushes);
-            flushes.0 += 1;
-            flushes.0
-        };
-        self.shared.wake();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut flushes = lock(&self.shared.flushes);
-        while flushes.1 < ticket {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            flushes = self
-                .shared
-                .flushed
-                .wait_timeout(flushes, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-}
-
-impl Drop for FileSink {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.shared.wake();
-        if let Some(writer) = lock(&self.writer).take() {
-            let _ = writer.join();
-        }
-    }
-}
-
-impl Shared {
-    fn wake(&self) {
-        if let Some(writer) = &*lock(&self.writer) {
-            writer.unpark();
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn open_append(path: &std::path::Path) -> Result<File, String> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("cannot open access_log {}: {e}", path.display()))
-}
-
-/// The writer thread: every second, or when woken, move each worker's
-/// buffer to the file.
-fn write_loop(path: PathBuf, file: File, shared: &Shared) {
-    let mut file = Some(file);
-    let mut spare = Vec::with_capacity(FLUSH_AT);
-    let mut last_drop_warning = None::<Instant>;
-    loop {
-        std::thread::park_timeout(FLUSH_EVERY);
-        let asked = lock(&shared.flushes).0;
-        if shared.reopen.swap(false, Ordering::AcqRel) {
-            // Write what was meant for the old file first.
-            drain(shared, &mut file, &mut spare);
-            file = match open_append(&path) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    tracing::error!("{e}; access lines are dropped until the next SIGUSR1");
-                    None
-                }
-            };
-        }
-        drain(shared, &mut file, &mut spare);
-        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
-        if dropped > 0 && last_drop_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
-        {
-            last_drop_warning = Some(Instant::now());
-            tracing::warn!(
-                dropped,
-                "access log writer fell behind: {dropped} access lines dropped"
-            );
-        }
-        {
-            let mut flushes = lock(&shared.flushes);
-            flushes.1 = flushes.1.max(asked);
-            shared.flushed.notify_all();
-        }
-        if shared.stop.load(Ordering::Acquire) {
-            drain(shared, &mut file, &mut spare);
-            return;
-        }
-    }
-}
-
-/// Swap out every worker's buffer and write it.
-fn drain(shared: &Shared, file: &mut Option<File>, spare: &mut Vec<u8>) {
-    let buffers: Vec<_> = lock(&shared.buffers).clone();
-    for buffer in buffers {
-        {
-            let mut held = lock(&buffer);
-            if held.is_empty() {
-                continue;
-            }
-            std::mem::swap(&mut *held, spare);
-        }
-        if let Some(f) = file.as_mut()
-            && let Err(e) = f.write_all(spare)
-        {
-            tracing::error!(error = %e, "cannot write the access log");
-        }
-        spare.clear();
-        if spare.capacity() > 4 * FLUSH_AT {
-            spare.shrink_to(FLUSH_AT);
-        }
-    }
-}
-
 /// One event as one line: `TIME LEVEL MESSAGE key=value …` (text) or a
 /// JSON object.
-fn format_event(out: &mut Vec<u8>, event: &Event<'_>, format: LogFormat) {
+pub(super) fn format_event(out: &mut Vec<u8>, event: &Event<'_>, format: LogFormat) {
     let level = *event.metadata().level();
     match format {
         LogFormat::Text => {
@@ -415,7 +43,7 @@ fn format_event(out: &mut Vec<u8>, event: &Event<'_>, format: LogFormat) {
 
 /// A request's line: the same fields, in the same order, as the `access`
 /// event `tracing` would carry.
-fn format_request(out: &mut Vec<u8>, line: &RequestLine<'_>, format: LogFormat) {
+pub(super) fn format_request(out: &mut Vec<u8>, line: &RequestLine<'_>, format: LogFormat) {
     let millis = |out: &mut Vec<u8>| {
         write_u64(out, (line.micros / 1000) as u64);
         let frac = (line.micros % 1000) as u16;
@@ -718,7 +346,10 @@ impl fmt::Write for ByteWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracing_subscriber::layer::SubscriberExt;
+    use crate::access_log::file::lock;
+    use std::sync::{Arc, Mutex};
+    use tracing::Subscriber;
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
     /// Format the events `f` makes, through a subscriber of their own.
     fn lines(format: LogFormat, f: impl FnOnce()) -> String {
