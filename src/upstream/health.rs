@@ -65,13 +65,33 @@ impl Passive {
 
     /// A connection attempt failed.
     pub fn failed(&self) -> Change {
-        let now = now_ms();
-        let was_skipped = self.down_until.load(Ordering::Relaxed) > now;
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.failed_at(now_ms())
+    }
+
+    /// A connection attempt failed at `now` ([`now_ms`]). Only an attempt
+    /// made while the server was taking work says something new: the
+    /// attempts already in flight when it went down (a storm of handshakes
+    /// is hundreds) fail in the same instant, and counting each would push
+    /// the skip to its longest at once and leave a server that was gone for
+    /// two seconds skipped for a minute.
+    pub fn failed_at(&self, now: u64) -> Change {
+        let until = self.down_until.load(Ordering::Relaxed);
+        if until > now {
+            return Change::Unchanged;
+        }
+        let failures = self.failures.load(Ordering::Relaxed) + 1;
         let skip = backoff(failures);
-        self.down_until
-            .store(now + skip.as_millis() as u64, Ordering::Relaxed);
-        if failures == 1 && !was_skipped {
+        let next = now + skip.as_millis() as u64;
+        // One of the failures racing here starts the next skip.
+        if self
+            .down_until
+            .compare_exchange(until, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return Change::Unchanged;
+        }
+        self.failures.store(failures, Ordering::Relaxed);
+        if failures == 1 {
             Change::Down(skip)
         } else {
             Change::StillDown(skip)
@@ -228,11 +248,26 @@ mod tests {
         let passive = Passive::default();
         assert!(passive.allows());
         assert_eq!(passive.succeeded(), Change::Unchanged);
-        assert_eq!(passive.failed(), Change::Down(Duration::from_secs(1)));
+        let t = now_ms();
+        assert_eq!(passive.failed_at(t), Change::Down(Duration::from_secs(1)));
         assert!(!passive.allows());
-        assert_eq!(passive.failed(), Change::StillDown(Duration::from_secs(2)));
-        assert_eq!(passive.failures(), 2);
-        assert_eq!(passive.succeeded(), Change::Up(2));
+        // The other attempts in flight when it went down change nothing.
+        for _ in 0..100 {
+            assert_eq!(passive.failed_at(t + 10), Change::Unchanged);
+        }
+        assert_eq!(passive.failures(), 1);
+        // A failure of an attempt made after the skip doubles it.
+        assert_eq!(
+            passive.failed_at(t + 1_000),
+            Change::StillDown(Duration::from_secs(2))
+        );
+        assert_eq!(passive.failed_at(t + 2_999), Change::Unchanged);
+        assert_eq!(
+            passive.failed_at(t + 3_000),
+            Change::StillDown(Duration::from_secs(4))
+        );
+        assert_eq!(passive.failures(), 3);
+        assert_eq!(passive.succeeded(), Change::Up(3));
         assert!(passive.allows());
         assert_eq!(passive.failures(), 0);
     }
