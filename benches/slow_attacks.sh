@@ -26,12 +26,35 @@ trap cleanup EXIT
 
 # A backend with a response large enough to fill socket buffers (slow read).
 mkdir -p "$dir/www"
+chmod 755 "$dir" "$dir/www"   # nginx workers run as nobody
 head -c 1048576 /dev/urandom > "$dir/www/big.bin"
 echo "hello" > "$dir/www/index.html"
-(cd "$dir/www" && exec python3 -m http.server 0 --bind 127.0.0.1) > "$dir/backend.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q "port" "$dir/backend.log" 2>/dev/null && break; sleep 0.1; done
-backend_port=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$dir/backend.log" | head -1)
+# The backend: nginx serving the folder when installed (it never stalls
+# mid-body, so what holds a slow reader is the proxy's doing), else
+# Python's http.server (listen backlog 5, a thread per connection).
+if command -v nginx >/dev/null; then
+  backend_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat > "$dir/nginx.conf" <<NGINX
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$backend_port backlog=4096; root $dir/www; }
+}
+NGINX
+  nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' > "$dir/backend.log" 2>&1 &
+  pids+=($!)
+  backend="nginx"
+  for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$backend_port),0.2)" 2>/dev/null && break; sleep 0.1; done
+else
+  (cd "$dir/www" && exec python3 -m http.server 0 --bind 127.0.0.1) > "$dir/backend.log" 2>&1 &
+  pids+=($!)
+  backend="python3 -m http.server"
+  for _ in $(seq 100); do grep -q "port" "$dir/backend.log" 2>/dev/null && break; sleep 0.1; done
+  backend_port=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$dir/backend.log" | head -1)
+fi
 
 cat > "$dir/switchyard.toml" <<TOML
 # The defaults, but for the body and send timeouts, shortened so a run
@@ -55,7 +78,7 @@ pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$dir/proxy.log" 2>/dev/null && break; sleep 0.1; done
 addr=$(sed -n 's/.*listening on \([0-9.:]*\) .*/\1/p' "$dir/proxy.log" | head -1)
 url="http://$addr/"
-echo "proxy on $addr, backend on 127.0.0.1:$backend_port, files in $dir"
+echo "proxy on $addr, backend ($backend) on 127.0.0.1:$backend_port, files in $dir"
 
 p99() { # the normal client: 4 keep-alive connections of small GETs
   "$BIN" bench http "$url" -c 4 -d "${CLIENT_SECONDS}s" --json 2>/dev/null \
