@@ -26,7 +26,7 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::compress::Accepted;
 use crate::error::{BAD_WEBSOCKET_VERSION, ProxyError};
 use crate::metrics::Refusal;
-use crate::proxy::upgrade::{check_origin, limits};
+use crate::proxy::upgrade::{check_origin, check_switch, limits, passed_on};
 use crate::proxy::{Peer, headers, outgoing, redirect};
 use crate::state::{ActiveRoute, State, Target};
 use crate::upstream::UpgradeAnswer;
@@ -99,40 +99,27 @@ pub async fn relay(
         } => (head, stream, early, lease),
         UpgradeAnswer::Refused(answer) => {
             stats.refused(Refusal::Not101);
-            let server = answer.server.name.clone();
-            let status = answer.response.status();
-            if status.is_success() {
+            if answer.response.status().is_success() {
                 return Err(ProxyError::BadUpgrade {
                     upstream: upstream.config.name.clone(),
-                    server: server.to_string(),
+                    server: answer.server.name.to_string(),
                     reason: "it answered the WebSocket upgrade with a 2xx, not 101",
                 });
             }
             // Not a switch: an ordinary response on this stream.
-            let (mut parts, body) = answer.response.into_parts();
-            headers::to_client(&mut parts.headers, false);
-            return Ok((
-                Response::from_parts(parts, ResponseBody::upstream(body, answer.reuse)),
-                Some(server),
-            ));
+            let (response, server) = passed_on(answer);
+            return Ok((response, Some(server)));
         }
     };
     let server = lease.server().name.clone();
-    let bad_upgrade = |reason| {
-        stats.refused(Refusal::BadAccept);
-        Err(ProxyError::BadUpgrade {
-            upstream: upstream.config.name.clone(),
-            server: server.to_string(),
-            reason,
-        })
-    };
-    if !headers::has_token(&head.headers, &header::UPGRADE, WEBSOCKET) {
-        return bad_upgrade("its 101 does not say `Upgrade: websocket`");
-    }
-    let accept = head.headers.get(header::SEC_WEBSOCKET_ACCEPT);
-    if accept.map(HeaderValue::as_bytes) != Some(expected_accept.as_bytes()) {
-        return bad_upgrade("its Sec-WebSocket-Accept does not match the proxy's key");
-    }
+    check_switch(
+        &head,
+        &expected_accept,
+        "its Sec-WebSocket-Accept does not match the proxy's key",
+        upstream,
+        &server,
+        stats,
+    )?;
 
     let tunnel = Tunnel {
         stats: stats.clone(),

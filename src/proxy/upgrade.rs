@@ -16,7 +16,7 @@ use crate::error::{BAD_WEBSOCKET_KEY, ProxyError};
 use crate::metrics::{Refusal, RouteStats};
 use crate::proxy::{Peer, headers, outgoing};
 use crate::state::State;
-use crate::upstream::{UpgradeAnswer, Upstream};
+use crate::upstream::{Answer, UpgradeAnswer, Upstream};
 use crate::ws::relay::{Handover, Limits, Tunnel};
 use base64::Engine;
 use http::header::{self, HeaderValue};
@@ -62,31 +62,19 @@ pub async fn relay(
         UpgradeAnswer::Refused(answer) => {
             // Not a switch: an ordinary response, and the connection stays HTTP.
             stats.refused(Refusal::Not101);
-            let server = answer.server.name.clone();
-            let (mut parts, body) = answer.response.into_parts();
-            headers::to_client(&mut parts.headers, false);
-            return Ok((
-                Response::from_parts(parts, ResponseBody::upstream(body, answer.reuse)),
-                Some(server),
-            ));
+            let (response, server) = passed_on(answer);
+            return Ok((response, Some(server)));
         }
     };
     let server = lease.server().name.clone();
-    let bad_upgrade = |reason| {
-        stats.refused(Refusal::BadAccept);
-        Err(ProxyError::BadUpgrade {
-            upstream: upstream.config.name.clone(),
-            server: server.to_string(),
-            reason,
-        })
-    };
-    if !headers::has_token(&head.headers, &header::UPGRADE, "websocket") {
-        return bad_upgrade("its 101 does not say `Upgrade: websocket`");
-    }
-    let accept = head.headers.get(header::SEC_WEBSOCKET_ACCEPT);
-    if accept.map(HeaderValue::as_bytes) != Some(expected_accept.as_bytes()) {
-        return bad_upgrade("its Sec-WebSocket-Accept does not match the client's key");
-    }
+    check_switch(
+        &head,
+        &expected_accept,
+        "its Sec-WebSocket-Accept does not match the client's key",
+        upstream,
+        &server,
+        stats,
+    )?;
 
     let tunnel = Tunnel {
         stats: stats.clone(),
@@ -110,6 +98,44 @@ pub async fn relay(
         Response::from_parts(head, ResponseBody::empty()),
         Some(server),
     ))
+}
+
+/// An upstream's answer other than `101`, passed on to the client as an
+/// ordinary response; with the server that gave it.
+pub(super) fn passed_on(answer: Answer) -> (Response<ResponseBody>, Arc<str>) {
+    let server = answer.server.name.clone();
+    let (mut parts, body) = answer.response.into_parts();
+    headers::to_client(&mut parts.headers, false);
+    let response = Response::from_parts(parts, ResponseBody::upstream(body, answer.reuse));
+    (response, server)
+}
+
+/// Check an upstream's `101`: `Upgrade: websocket`, and the
+/// `Sec-WebSocket-Accept` for the key sent (`accept_mismatch` says whose).
+pub(super) fn check_switch(
+    head: &http::response::Parts,
+    expected_accept: &str,
+    accept_mismatch: &'static str,
+    upstream: &Upstream,
+    server: &str,
+    stats: &RouteStats,
+) -> Result<(), ProxyError> {
+    let bad_upgrade = |reason| {
+        stats.refused(Refusal::BadAccept);
+        Err(ProxyError::BadUpgrade {
+            upstream: upstream.config.name.clone(),
+            server: server.to_string(),
+            reason,
+        })
+    };
+    if !headers::has_token(&head.headers, &header::UPGRADE, "websocket") {
+        return bad_upgrade("its 101 does not say `Upgrade: websocket`");
+    }
+    let accept = head.headers.get(header::SEC_WEBSOCKET_ACCEPT);
+    if accept.map(HeaderValue::as_bytes) != Some(expected_accept.as_bytes()) {
+        return bad_upgrade(accept_mismatch);
+    }
+    Ok(())
 }
 
 /// What a tunnel of `route` may do: timeouts, pings, message size,
