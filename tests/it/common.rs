@@ -407,14 +407,7 @@ impl RawBackend {
                 let (after, hs) = (after.clone(), hs.clone());
                 tokio::spawn(async move {
                     let head = read_head(&mut stream).await;
-                    let key = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("sec-websocket-key")
-                                .then(|| v.trim().to_string())
-                        })
-                        .unwrap_or_default();
+                    let key = header_in(&head, "sec-websocket-key").unwrap_or_default();
                     hs.lock().unwrap().push(head);
                     let answer = answer.replace("{accept}", &derive_accept_key(key.as_bytes()));
                     let _ = stream.write_all(answer.as_bytes()).await;
@@ -437,6 +430,14 @@ impl RawBackend {
             heads,
         }
     }
+}
+
+/// The value of header `name` in a raw HTTP head, trimmed; the first one.
+pub fn header_in(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
 }
 
 /// Read up to the end of an HTTP head (`\r\n\r\n`).

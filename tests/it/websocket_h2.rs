@@ -185,14 +185,7 @@ impl RawWs {
                 let (seen, tx) = (seen.clone(), tx.clone());
                 tokio::spawn(async move {
                     let head = read_head(&mut stream).await;
-                    let key = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("sec-websocket-key")
-                                .then(|| v.trim().to_string())
-                        })
-                        .unwrap_or_default();
+                    let key = header_in(&head, "sec-websocket-key").unwrap_or_default();
                     seen.lock().unwrap().push(head);
                     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
                         key.as_bytes(),
@@ -281,14 +274,7 @@ async fn subprotocol_and_extensions_cross_and_the_stream_is_spliced_raw() {
     ] {
         assert!(lower.contains(line), "{line:?} missing from\n{head}");
     }
-    let key = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| value.to_string())
-        })
-        .expect("a key");
+    let key = header_in(&head, "sec-websocket-key").expect("a key");
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(key.trim())

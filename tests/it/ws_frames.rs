@@ -152,14 +152,7 @@ impl FrameBackend {
                 return;
             };
             let head = read_head(&mut stream).await;
-            let key = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("sec-websocket-key")
-                        .then(|| v.trim().to_string())
-                })
-                .unwrap_or_default();
+            let key = header_in(&head, "sec-websocket-key").unwrap_or_default();
             let answer = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Accept: {}\r\n\r\n",
